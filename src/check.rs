@@ -1,0 +1,115 @@
+//! The `check` subcommand: one GET against a running daemon, for images without a shell or
+//! curl (`HEALTHCHECK CMD ["redis-healthd", "check"]`). 2xx is healthy, anything else is not.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::header::{HOST, USER_AGENT};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::CheckArgs;
+
+/// How much of a reply body is read, to quote its `output` in the one line.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The URL `check` probes when none is given: `/readyz` on the daemon's port, via loopback
+/// when the daemon listens on every address, else via its own address.
+pub fn default_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/readyz", SocketAddr::new(ip, listen.port()))
+}
+
+/// Runs the check: `Ok(line)` on 2xx, `Err(line)` otherwise; either way one line to print.
+pub async fn run(args: &CheckArgs) -> Result<String, String> {
+    let url = args.url.clone().unwrap_or_else(|| default_url(args.listen));
+    match tokio::time::timeout(args.timeout, get(&url)).await {
+        Err(_) => Err(format!(
+            "fail: no answer from {url} within {}",
+            humantime::format_duration(args.timeout)
+        )),
+        Ok(Err(reason)) => Err(format!("fail: {url}: {reason}")),
+        Ok(Ok((status, body))) => {
+            let line = match output_of(&body) {
+                Some(output) => format!("{status} from {url}: {output}"),
+                None => format!("{status} from {url}"),
+            };
+            if status.is_success() {
+                Ok(format!("ok: {line}"))
+            } else {
+                Err(format!("fail: {line}"))
+            }
+        }
+    }
+}
+
+/// One GET over a fresh HTTP/1.1 connection.
+async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("not a valid URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs are supported".into());
+    }
+    let authority = uri.authority().ok_or("no host in the URL")?.clone();
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = Request::get(path)
+        .header(HOST, authority.as_str())
+        .header(USER_AGENT, concat!("redis-healthd-check/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    // A body that is too long or cut short still leaves the status to judge by.
+    let body = Limited::new(response.into_body(), BODY_LIMIT)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The health+json `output` of a reply, if it has one: the reason worth printing.
+fn output_of(body: &[u8]) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let output = doc.get("output")?.as_str()?;
+    // One line, bounded, whatever the server sent.
+    Some(output.chars().filter(|c| !c.is_control()).take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_url_uses_loopback_for_wildcard_listens() {
+        assert_eq!(default_url("0.0.0.0:8558".parse().unwrap()), "http://127.0.0.1:8558/readyz");
+        assert_eq!(default_url("[::]:9000".parse().unwrap()), "http://[::1]:9000/readyz");
+        assert_eq!(default_url("10.1.2.3:8558".parse().unwrap()), "http://10.1.2.3:8558/readyz");
+    }
+
+    #[test]
+    fn output_is_one_bounded_line() {
+        assert_eq!(output_of(br#"{"status":"fail","output":"a\nb"}"#).as_deref(), Some("ab"));
+        let long = format!(r#"{{"output":"{}"}}"#, "x".repeat(1000));
+        assert_eq!(output_of(long.as_bytes()).map(|o| o.len()), Some(200));
+        assert_eq!(output_of(b"not json"), None);
+        assert_eq!(output_of(br#"{"output":42}"#), None);
+    }
+}

@@ -1,0 +1,385 @@
+//! Command line and configuration: the clap structs (every flag has an env twin), validation
+//! across fields, and the typed [`Config`] the daemon runs on. Nothing here prints a secret.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+/// The default `--listen` address, shared by the daemon and the `check` subcommand.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8558";
+
+/// The command line as clap parses it.
+#[derive(Parser)]
+#[command(name = "redis-healthd", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands; without one the daemon serves.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Probe a running redis-healthd once (for Docker HEALTHCHECK): exit 0 on 2xx, 1 otherwise.
+    Check(CheckArgs),
+}
+
+/// Flags of the `check` subcommand.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// URL to GET [default: http://127.0.0.1:<port of REDIS_HEALTHD_LISTEN>/readyz]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Give up after this long (connect and response included).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The daemon's listen address, used to derive the default URL.
+    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR", hide = true)]
+    pub listen: SocketAddr,
+}
+
+/// Flags of the daemon.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Redis to check (redis://[user[:password]@]host[:port][/db]).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_name = "URL", hide_env_values = true)]
+    pub redis_url: String,
+    /// File holding the Redis password (overrides the URL's; a trailing newline is ignored).
+    #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "PATH")]
+    pub redis_password_file: Option<PathBuf>,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Time between two PINGs.
+    #[arg(long, env = "REDIS_HEALTHD_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Budget of one PING, connecting included; at most --interval.
+    #[arg(long, env = "REDIS_HEALTHD_TIMEOUT", default_value = "500ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// A verdict older than this counts as failed (the probe loop is wedged) [default: 3 × --interval]
+    #[arg(long, env = "REDIS_HEALTHD_MAX_AGE", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Consecutive failed checks needed to turn a passing verdict into fail.
+    #[arg(long, env = "REDIS_HEALTHD_FAILURE_THRESHOLD", default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub failure_threshold: u32,
+    /// Consecutive passing checks needed to turn a failing (or unknown) verdict into pass.
+    #[arg(long, env = "REDIS_HEALTHD_SUCCESS_THRESHOLD", default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub success_threshold: u32,
+    /// A PONG slower than this is `warn` (still ready).
+    #[arg(long, env = "REDIS_HEALTHD_WARN_LATENCY", default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub warn_latency: Duration,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "REDIS_HEALTHD_LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A duration flag: humantime syntax, and never zero.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (expected e.g. 250ms, 2s, 1m30s)")),
+    }
+}
+
+/// The validated configuration the daemon runs on.
+#[derive(Clone)]
+pub struct Config {
+    pub redis: RedisTarget,
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_age: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub warn_latency: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Where Redis is and how to log in; `Debug` and `Display` never show the password.
+#[derive(Clone)]
+pub struct RedisTarget {
+    /// The client configuration parsed from the URL, password file applied: holds secrets.
+    client: fred::prelude::Config,
+    /// The password from `--redis-password-file`, which overrides the URL's.
+    password: Option<String>,
+    /// The URL with every secret replaced by `***`: safe for logs, JSON and errors.
+    redacted: String,
+}
+
+impl RedisTarget {
+    /// Checks the scheme and prepares the redacted form.
+    pub fn new(url: &str, password: Option<String>) -> Result<Self, ConfigError> {
+        let parsed = Url::parse(url).map_err(|e| {
+            ConfigError(format!(
+                "--redis-url: not a valid URL ({e}); expected redis://[user[:password]@]host[:port][/db]"
+            ))
+        })?;
+        let redacted = redact(&parsed);
+        match parsed.scheme() {
+            "redis" | "valkey" => {}
+            "rediss" | "valkeys" => {
+                return Err(ConfigError(format!(
+                    "--redis-url: TLS ({}://) is not supported by this build yet; refusing rather than \
+                     speaking plain text to {redacted}",
+                    parsed.scheme()
+                )))
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "--redis-url: unsupported scheme {other:?} in {redacted}; expected redis://"
+                )))
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError(format!("--redis-url: no host in {redacted}")));
+        }
+        // fred's error texts name the bad part, never the password.
+        let mut client = fred::prelude::Config::from_url(url).map_err(|e| {
+            ConfigError(format!("--redis-url: {} in {redacted}", e.details()))
+        })?;
+        if password.is_some() {
+            client.password.clone_from(&password);
+        }
+        Ok(Self {
+            client,
+            password,
+            redacted,
+        })
+    }
+
+    /// The Redis client's configuration (holds the password: never print it).
+    pub fn client_config(&self) -> &fred::prelude::Config {
+        &self.client
+    }
+
+    /// The password that overrides the URL's, if a password file was given.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The URL with secrets replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &self.redacted)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl fmt::Display for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// The URL with its password and any password-like query parameter replaced by `***`.
+pub fn redact(url: &Url) -> String {
+    let mut out = url.clone();
+    if url.password().is_some() {
+        // Cannot fail: the URL already has a password, so it has a host that can carry one.
+        let _ = out.set_password(Some("***"));
+    }
+    if url
+        .query_pairs()
+        .any(|(k, _)| k.to_ascii_lowercase().contains("password"))
+    {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.to_ascii_lowercase().contains("password") {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        out.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    out.to_string()
+}
+
+/// A configuration problem: one line naming the flag; the process exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Validates the daemon's flags across fields and reads the password file.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        if args.timeout > args.interval {
+            return Err(ConfigError(format!(
+                "--timeout ({}) must not be greater than --interval ({})",
+                humantime::format_duration(args.timeout),
+                humantime::format_duration(args.interval)
+            )));
+        }
+        let max_age = args.max_age.unwrap_or(args.interval * 3);
+        if max_age < args.interval + args.timeout {
+            return Err(ConfigError(format!(
+                "--max-age ({}) must be at least --interval + --timeout ({}), or every verdict goes stale",
+                humantime::format_duration(max_age),
+                humantime::format_duration(args.interval + args.timeout)
+            )));
+        }
+        let password = args
+            .redis_password_file
+            .as_deref()
+            .map(read_password_file)
+            .transpose()?;
+        Ok(Self {
+            redis: RedisTarget::new(&args.redis_url, password)?,
+            listen: args.listen,
+            interval: args.interval,
+            timeout: args.timeout,
+            max_age,
+            failure_threshold: args.failure_threshold,
+            success_threshold: args.success_threshold,
+            warn_latency: args.warn_latency,
+            log_format: args.log_format,
+        })
+    }
+
+    /// The delay between two reconnect attempts: a tenth of the interval, between 50 ms and
+    /// 1 s, so recovery is seen well within one interval and an outage costs Redis at most
+    /// ten connection attempts per interval.
+    pub fn reconnect_delay(&self) -> Duration {
+        (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("redis", &self.redis)
+            .field("listen", &self.listen)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("max_age", &self.max_age)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("success_threshold", &self.success_threshold)
+            .field("warn_latency", &self.warn_latency)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+fn read_password_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "--redis-password-file: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(ConfigError(format!(
+            "--redis-password-file: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(password.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("redis-healthd").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::from_args(&cli.serve).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.interval, Duration::from_secs(1));
+        assert_eq!(config.timeout, Duration::from_millis(500));
+        assert_eq!(config.max_age, Duration::from_secs(3));
+        assert_eq!(config.listen, "0.0.0.0:8558".parse().unwrap());
+        assert_eq!(config.redis.redacted(), "redis://127.0.0.1:6379");
+        assert_eq!(config.reconnect_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn durations_need_units_and_must_not_be_zero() {
+        let err = parse(&["--interval", "0s"]).err().unwrap();
+        assert!(err.contains("--interval") && err.contains("greater than zero"), "{err}");
+        let err = parse(&["--timeout", "5"]).err().unwrap();
+        assert!(err.contains("--timeout"), "{err}");
+        let config = parse(&["--interval", "2s", "--timeout", "1s 500ms"]).unwrap();
+        assert_eq!(config.timeout, Duration::from_millis(1500));
+        assert_eq!(config.max_age, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn timeout_must_fit_in_interval() {
+        let err = parse(&["--interval", "500ms", "--timeout", "750ms"]).err().unwrap();
+        assert!(err.contains("--timeout (750ms)") && err.contains("--interval (500ms)"), "{err}");
+        let err = parse(&["--max-age", "1s"]).err().unwrap();
+        assert!(err.contains("--max-age"), "{err}");
+    }
+
+    #[test]
+    fn thresholds_start_at_one() {
+        let err = parse(&["--failure-threshold", "0"]).err().unwrap();
+        assert!(err.contains("--failure-threshold"), "{err}");
+    }
+
+    #[test]
+    fn non_redis_schemes_are_refused_without_leaking_the_password() {
+        for url in ["http://u:hunter2@host:6379", "rediss://:hunter2@host:6380", "hunter2"] {
+            let err = parse(&["--redis-url", url]).err().unwrap();
+            assert!(err.contains("--redis-url"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = parse(&["--redis-url", "rediss://h"]).err().unwrap();
+        assert!(err.contains("TLS"), "{err}");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_in_userinfo_and_query() {
+        let target = RedisTarget::new("redis://user:p%40ss@host:6379/2?sentinelPassword=x1", None).unwrap();
+        assert_eq!(target.redacted(), "redis://user:***@host:6379/2?sentinelPassword=***");
+        let target = RedisTarget::new("redis://:hunter2@host", Some("file-secret".into())).unwrap();
+        let debug = format!("{target:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("file-secret"), "{debug}");
+        assert_eq!(target.to_string(), "redis://:***@host");
+    }
+
+    #[test]
+    fn password_file_drops_one_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("redis-healthd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let config = parse(&["--redis-password-file", file.to_str().unwrap()]).unwrap();
+        assert_eq!(config.redis.password(), Some("s3cret"));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let missing = dir.join("missing");
+        let err = parse(&["--redis-password-file", missing.to_str().unwrap()]).err().unwrap();
+        assert!(err.starts_with("--redis-password-file: cannot read"), "{err}");
+    }
+}

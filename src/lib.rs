@@ -1,0 +1,72 @@
+//! redis-healthd: a health-check sidecar for Redis. One long-lived Redis client PINGs on an
+//! interval; the verdict is cached and served over HTTP, so a probe never touches Redis.
+//!
+//! - [`config`]: the command line (flags with env twins), validation, redaction of secrets.
+//! - [`probe`]: the only code that talks to Redis; the check loop publishes [`health::Snapshot`]s.
+//! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
+//!   endpoint answers.
+//! - [`http`]: the accept loop and `route`, answering from the latest snapshot.
+//! - [`check`]: the `check` subcommand, a one-shot HTTP probe for container health checks.
+//!
+//! Data flows one way: the probe task is the only writer of a `watch` channel of immutable
+//! snapshots (bodies pre-rendered); every request reads the latest one and compares its age
+//! with max-age.
+
+pub mod check;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod probe;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Config;
+use crate::health::{FixedBodies, Snapshot};
+
+/// Bound on closing the Redis client at shutdown: QUIT can hang while disconnected.
+const QUIT_BUDGET: Duration = Duration::from_secs(1);
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns is not Send: drop it here, not in the caller's select!.
+    let _ = stop.wait_for(|stopping| *stopping).await.is_ok();
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes, then drains and returns.
+///
+/// Redis being down is never an error here: it is a failing verdict.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let description = probe::description(&config);
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::initial(Instant::now(), &description)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(http::State::new(
+        snapshot_rx,
+        FixedBodies::new(&description, config.max_age),
+        config.max_age,
+    ));
+    let probe = probe::Probe::start(&config)?;
+    info!(
+        listen = %listener.local_addr()?,
+        redis = %config.redis,
+        interval = %humantime::format_duration(config.interval),
+        timeout = %humantime::format_duration(config.timeout),
+        "redis-healthd serving"
+    );
+    let checks = tokio::spawn(probe::run(config, probe, snapshot_tx, stop_rx.clone()));
+    let server = tokio::spawn(http::serve(listener, state.clone(), stop_rx));
+
+    shutdown.await;
+    info!("shutting down");
+    state.start_draining();
+    stop_tx.send_replace(true);
+    server.await?;
+    checks.await?.quit(QUIT_BUDGET).await;
+    info!("stopped");
+    Ok(())
+}
