@@ -123,6 +123,7 @@ impl Probe {
         let generic = matches!(error.kind(), ErrorKind::Canceled | ErrorKind::IO);
         match (&self.connection_error, generic) {
             (Some((cause, _)), true) => cause.clone(),
+            (None, true) => "not connected: a connection attempt is under way".to_owned(),
             _ => describe(error),
         }
     }
@@ -155,7 +156,12 @@ impl Probe {
         match event {
             Ok((error, _server)) => {
                 self.connection_errors += 1;
-                let reason = describe(&error);
+                let reason = if *error.kind() == ErrorKind::Timeout {
+                    // fred's own text is "Request timed out." even when connecting timed out.
+                    format!("connecting timed out after {}", humantime::format_duration(self.budget))
+                } else {
+                    describe(&error)
+                };
                 debug!(reason = %reason, "redis connection error");
                 self.connection_error = Some((reason, Instant::now()));
                 Event::Error

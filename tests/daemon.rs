@@ -1,0 +1,226 @@
+//! The daemon end to end against real redis-server processes: verdicts, detection and recovery
+//! bounds, reasons, and that probes never reach Redis.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{wait_until, Daemon, RedisServer};
+
+const INTERVAL: Duration = Duration::from_millis(500);
+const TIMEOUT: Duration = Duration::from_millis(200);
+/// The reconnect delay the daemon derives from INTERVAL (a tenth, at least 50 ms), plus its jitter.
+const RECONNECT: Duration = Duration::from_millis(60);
+/// Scheduling slack on a shared 2-core machine.
+const SLACK: Duration = Duration::from_millis(400);
+
+fn start(redis_url: &str, extra: &[&str]) -> Daemon {
+    let mut flags = vec!["--redis-url", redis_url, "--interval", "500ms", "--timeout", "200ms"];
+    flags.extend_from_slice(extra);
+    Daemon::start(&flags)
+}
+
+fn output(daemon: &Daemon) -> String {
+    daemon.get("/health").json()["output"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn healthy_redis_is_ready_on_every_endpoint() {
+    let redis = RedisServer::start();
+    let daemon = start(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    for path in ["/livez", "/readyz", "/startupz", "/health", "/healthz", "/readyz?verbose=1"] {
+        let reply = daemon.get(path);
+        assert_eq!(reply.status, 200, "{path}: {reply:?}");
+        assert_eq!(reply.header("content-type").as_deref(), Some("application/health+json"), "{path}");
+        assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"), "{path}");
+        assert_eq!(reply.json()["status"], "pass", "{path}");
+    }
+    let doc = daemon.get("/health").json();
+    assert_eq!(doc["serviceId"], "redis-healthd");
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+    assert!(doc.get("output").is_none(), "{doc}");
+    let entry = &doc["checks"]["redis:responseTime"][0];
+    assert_eq!(entry["componentId"], redis.url());
+    assert_eq!(entry["componentType"], "datastore");
+    assert_eq!(entry["observedUnit"], "ms");
+    assert_eq!(entry["status"], "pass");
+    assert_eq!(entry["consecutiveFailures"], 0);
+    let rtt = entry["observedValue"].as_f64().expect("observedValue is a number");
+    assert!(rtt > 0.0 && rtt < 100.0, "{rtt}");
+    let time = entry["time"].as_str().unwrap();
+    humantime::parse_rfc3339(time).expect("time is RFC 3339");
+    assert_eq!(entry["lastSuccess"], entry["time"]);
+
+    let head = support::request(daemon.addr, "HEAD", "/readyz");
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    let post = support::request(daemon.addr, "POST", "/readyz");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow").as_deref(), Some("GET, HEAD"));
+    let missing = daemon.get("/nope");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"], "not found");
+}
+
+#[test]
+fn probes_never_reach_redis() {
+    let redis = RedisServer::start();
+    let daemon = start(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    // Each redis-cli call below is itself one connection.
+    let connections = redis.info_number(&["stats"], "total_connections_received");
+    let pings = redis.ping_calls();
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < INTERVAL * 3 {
+        let path = ["/readyz", "/health", "/livez"][requests % 3];
+        assert_eq!(daemon.status(path), 200);
+        requests += 1;
+    }
+    let elapsed = started.elapsed();
+    let pings = redis.ping_calls() - pings;
+    let connections = redis.info_number(&["stats"], "total_connections_received") - connections;
+    let intervals = (elapsed.as_secs_f64() / INTERVAL.as_secs_f64()).ceil() as u64;
+    println!("{requests} probe requests in {elapsed:?}: {pings} PINGs, {intervals} intervals");
+    assert!(pings <= intervals + 1, "{pings} PINGs in {intervals} intervals");
+    assert_eq!(connections, 3, "only the three redis-cli calls connected");
+    assert_eq!(redis.info_number(&["clients"], "connected_clients"), 2, "the daemon's one connection and redis-cli");
+}
+
+#[test]
+fn redis_down_at_start_then_up() {
+    let port = support::free_port();
+    let daemon = start(&format!("redis://127.0.0.1:{port}"), &[]);
+    wait_until(Duration::from_secs(3), "Connection refused reported", || {
+        output(&daemon).contains("Connection refused")
+    });
+    assert_eq!(daemon.status("/readyz"), 503);
+    assert_eq!(daemon.status("/health"), 503);
+    assert_eq!(daemon.status("/startupz"), 503);
+    assert_eq!(daemon.status("/livez"), 200, "liveness never depends on Redis");
+
+    let _redis = RedisServer::start_on(port, &[]);
+    let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!("ready {recovered:?} after Redis came up");
+    assert!(recovered <= INTERVAL + RECONNECT + SLACK, "{recovered:?}");
+    assert_eq!(daemon.status("/startupz"), 200);
+}
+
+#[test]
+fn kill_is_detected_at_once_and_restart_recovers() {
+    let mut redis = RedisServer::start();
+    let daemon = start(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+
+    redis.kill();
+    let detected = daemon.wait_for("/readyz", 503, Duration::from_secs(5));
+    println!("kill -9 detected in {detected:?}");
+    assert!(detected <= INTERVAL + TIMEOUT + SLACK, "{detected:?}");
+    let reason = output(&daemon);
+    assert!(reason.contains("Connection"), "{reason}");
+    assert_eq!(daemon.status("/livez"), 200);
+    assert_eq!(daemon.status("/startupz"), 200, "startup stays done");
+
+    // An outage of several intervals: PINGs must not pile up inside the client.
+    std::thread::sleep(INTERVAL * 4);
+    redis.restart();
+    let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!("restart recovered in {recovered:?}");
+    assert!(recovered <= INTERVAL + RECONNECT + SLACK, "{recovered:?}");
+    let settled = Instant::now();
+    std::thread::sleep(INTERVAL);
+    let pings = redis.ping_calls();
+    let intervals = ((recovered + settled.elapsed()).as_secs_f64() / INTERVAL.as_secs_f64()).ceil() as u64;
+    assert!(pings <= intervals + 1, "{pings} PINGs after restart in {intervals} intervals: a burst");
+}
+
+#[test]
+fn hung_redis_is_detected_while_probes_stay_fast() {
+    let redis = RedisServer::start();
+    let daemon = start(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+
+    redis.signal("-STOP");
+    let stopped = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut detected = None;
+    while stopped.elapsed() < INTERVAL + TIMEOUT + SLACK + Duration::from_millis(500) {
+        let sent = Instant::now();
+        let status = daemon.status("/readyz");
+        slowest = slowest.max(sent.elapsed());
+        if status == 503 && detected.is_none() {
+            detected = Some(stopped.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let detected = detected.expect("a hung Redis turns /readyz 503");
+    println!("SIGSTOP detected in {detected:?}; slowest /readyz while hung {slowest:?}");
+    assert!(detected <= INTERVAL + TIMEOUT + SLACK, "{detected:?}");
+    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    assert_eq!(output(&daemon), "redis:responseTime: timed out after 200ms");
+    assert_eq!(daemon.status("/livez"), 200);
+
+    redis.signal("-CONT");
+    let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!("SIGCONT recovered in {recovered:?}");
+    assert!(recovered <= INTERVAL + TIMEOUT + SLACK, "{recovered:?}");
+}
+
+#[test]
+fn wrong_password_fails_with_wrongpass_and_never_shows_the_secret() {
+    let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
+    let url = format!("redis://:wrong-staple-1234@127.0.0.1:{}", redis.port);
+    let daemon = start(&url, &[]);
+    wait_until(Duration::from_secs(5), "WRONGPASS reported", || output(&daemon).contains("WRONGPASS"));
+    assert_eq!(daemon.status("/readyz"), 503);
+    for path in ["/livez", "/readyz", "/startupz", "/health", "/healthz", "/nope"] {
+        let reply = daemon.get(path);
+        assert!(!reply.body.contains("wrong-staple-1234"), "{path}: {}", reply.body);
+        assert!(!reply.head.contains("wrong-staple-1234"), "{path}");
+    }
+    let doc = daemon.get("/health").json();
+    assert_eq!(
+        doc["checks"]["redis:responseTime"][0]["componentId"],
+        format!("redis://:***@127.0.0.1:{}", redis.port)
+    );
+}
+
+#[test]
+fn password_file_overrides_the_url() {
+    let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
+    let file = support::write_file(redis.dir(), "password", "right-horse-battery\n");
+    let url = format!("redis://:stale-url-secret@127.0.0.1:{}", redis.port);
+    let daemon = start(&url, &["--redis-password-file", file.to_str().unwrap()]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+}
+
+#[test]
+fn no_password_against_requirepass_fails_with_noauth() {
+    let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
+    let daemon = start(&redis.url(), &[]);
+    wait_until(Duration::from_secs(5), "NOAUTH reported", || output(&daemon).contains("NOAUTH"));
+    assert_eq!(daemon.status("/readyz"), 503);
+}
+
+#[test]
+fn loading_redis_is_not_ready_until_loaded() {
+    // Build a dataset, then restart with a per-key load delay so LOADING lasts a few seconds.
+    let mut redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
+    assert_eq!(redis.cli(&["DEBUG", "POPULATE", "200000"]), "OK");
+    assert_eq!(redis.cli(&["SAVE"]), "OK");
+    redis.kill();
+    // Serve clients every 1 KiB loaded (the default 2 MiB would stall replies past the timeout).
+    let dir = redis.dir().to_str().unwrap().to_owned();
+    let mut loading = RedisServer::start_on(
+        redis.port,
+        &["--dir", &dir, "--key-load-delay", "15", "--loading-process-events-interval-bytes", "1024"],
+    );
+    let daemon = start(&loading.url(), &[]);
+    wait_until(Duration::from_secs(5), "LOADING reported", || output(&daemon).contains("LOADING"));
+    assert_eq!(daemon.status("/readyz"), 503);
+    assert_eq!(daemon.status("/livez"), 200);
+    let loaded = daemon.wait_for("/readyz", 200, Duration::from_secs(30));
+    println!("ready {loaded:?} after LOADING was seen");
+    assert_eq!(loading.cli(&["DBSIZE"]), "200000");
+    loading.kill();
+}

@@ -1,0 +1,384 @@
+//! Test support: real `redis-server` processes on free loopback ports, the daemon in-process on
+//! port 0 or as the built binary, a tiny HTTP/1 client, and waits with deadlines.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use redis_healthd::config::{Cli, Config};
+
+/// A port nothing listens on right now (the OS picks it; we release it at once).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// A real redis-server on 127.0.0.1, killed and reaped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `redis-server` with extra arguments and waits until it accepts connections.
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let mut server = Self {
+            port,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis is running").id()
+    }
+
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); install it with `apt-get install redis-server` or run scripts/test")
+            });
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(10), "redis-server accepts connections", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Runs one command through redis-cli and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli (apt-get install redis-tools)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A field of `INFO` (e.g. `total_connections_received`), or of `cmdstat_ping`'s `calls`.
+    pub fn info_number(&self, args: &[&str], field: &str) -> u64 {
+        let mut command = vec!["INFO"];
+        command.extend_from_slice(args);
+        let info = self.cli(&command);
+        info.lines()
+            .find_map(|line| {
+                let line = line.trim();
+                if let Some(rest) = line.strip_prefix(&format!("{field}:")) {
+                    let value = rest.split(',').next()?;
+                    let value = value.strip_prefix("calls=").unwrap_or(value);
+                    value.parse().ok()
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn ping_calls(&self) -> u64 {
+        self.info_number(&["commandstats"], "cmdstat_ping")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A stopped process still dies on SIGKILL; CONT anyway so nothing lingers.
+            let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
+        }
+        self.kill();
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics with `what` after `limit`.
+/// Returns how long it took.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One HTTP reply.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends a raw request and reads the reply until the server closes (`Connection: close`).
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("read reply from {addr}{path}: {e}"));
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path)
+}
+
+/// The daemon running in-process on 127.0.0.1:0 in its own thread and runtime; shut down on drop.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon with these flags (as on the command line) plus `--listen 127.0.0.1:0`.
+    pub fn start(flags: &[&str]) -> Self {
+        let args = std::iter::once("redis-healthd").chain(flags.iter().copied());
+        let cli = Cli::try_parse_from(args).expect("flags parse");
+        let config = Config::from_args(&cli.serve).expect("flags are valid");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                redis_healthd::run(config, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        get(self.addr, path)
+    }
+
+    pub fn status(&self, path: &str) -> u16 {
+        self.get(path).status
+    }
+
+    /// Waits until `path` answers `status`; returns how long that took.
+    pub fn wait_for(&self, path: &str, status: u16, limit: Duration) -> Duration {
+        wait_until(limit, &format!("{path} to answer {status}"), || self.status(path) == status)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let outcome = thread.join();
+            if !std::thread::panicking() {
+                outcome.expect("daemon thread panicked").expect("daemon returned an error");
+            }
+        }
+    }
+}
+
+/// The built binary as a child process, its stderr collected; killed on drop.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_redis-healthd")
+}
+
+impl DaemonProcess {
+    /// Spawns `redis-healthd --listen 127.0.0.1:0 <flags>` and waits for its "serving" log line.
+    pub fn spawn(flags: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn redis-healthd");
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let mut addr = None;
+        wait_until(Duration::from_secs(10), "the daemon's serving line", || {
+            let log = log.lock().unwrap();
+            addr = log.lines().find_map(|line| {
+                let rest = line.split("listen=").nth(1)?;
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            addr.is_some()
+        });
+        Self {
+            child,
+            addr: addr.unwrap(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut code = None;
+        wait_until(limit, "the daemon to exit", || match self.child.try_wait() {
+            Ok(Some(status)) => {
+                code = Some(status.code());
+                true
+            }
+            _ => false,
+        });
+        code.flatten()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-healthd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Writes `contents` to a new file in `dir`.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write file");
+    path
+}
