@@ -68,7 +68,10 @@ async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = Request::get(path)
         .header(HOST, authority.as_str())
-        .header(USER_AGENT, concat!("redis-healthd-check/", env!("CARGO_PKG_VERSION")))
+        .header(
+            USER_AGENT,
+            concat!("redis-healthd-check/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let response = sender
@@ -99,14 +102,26 @@ mod tests {
 
     #[test]
     fn default_url_uses_loopback_for_wildcard_listens() {
-        assert_eq!(default_url("0.0.0.0:8558".parse().unwrap()), "http://127.0.0.1:8558/readyz");
-        assert_eq!(default_url("[::]:9000".parse().unwrap()), "http://[::1]:9000/readyz");
-        assert_eq!(default_url("10.1.2.3:8558".parse().unwrap()), "http://10.1.2.3:8558/readyz");
+        assert_eq!(
+            default_url("0.0.0.0:8558".parse().unwrap()),
+            "http://127.0.0.1:8558/readyz"
+        );
+        assert_eq!(
+            default_url("[::]:9000".parse().unwrap()),
+            "http://[::1]:9000/readyz"
+        );
+        assert_eq!(
+            default_url("10.1.2.3:8558".parse().unwrap()),
+            "http://10.1.2.3:8558/readyz"
+        );
     }
 
     #[test]
     fn output_is_one_bounded_line() {
-        assert_eq!(output_of(br#"{"status":"fail","output":"a\nb"}"#).as_deref(), Some("ab"));
+        assert_eq!(
+            output_of(br#"{"status":"fail","output":"a\nb"}"#).as_deref(),
+            Some("ab")
+        );
         let long = format!(r#"{{"output":"{}"}}"#, "x".repeat(1000));
         assert_eq!(output_of(long.as_bytes()).map(|o| o.len()), Some(200));
         assert_eq!(output_of(b"not json"), None);

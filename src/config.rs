@@ -48,7 +48,13 @@ pub struct CheckArgs {
 #[derive(Args)]
 pub struct ServeArgs {
     /// Redis to check (redis://[user[:password]@]host[:port][/db]).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub redis_url: String,
     /// File holding the Redis password (overrides the URL's; a trailing newline is ignored).
     #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "PATH")]
@@ -148,9 +154,8 @@ impl RedisTarget {
             return Err(ConfigError(format!("--redis-url: no host in {redacted}")));
         }
         // fred's error texts name the bad part, never the password.
-        let mut client = fred::prelude::Config::from_url(url).map_err(|e| {
-            ConfigError(format!("--redis-url: {} in {redacted}", e.details()))
-        })?;
+        let mut client = fred::prelude::Config::from_url(url)
+            .map_err(|e| ConfigError(format!("--redis-url: {} in {redacted}", e.details())))?;
         if password.is_some() {
             client.password.clone_from(&password);
         }
@@ -326,7 +331,10 @@ mod tests {
     #[test]
     fn durations_need_units_and_must_not_be_zero() {
         let err = parse(&["--interval", "0s"]).err().unwrap();
-        assert!(err.contains("--interval") && err.contains("greater than zero"), "{err}");
+        assert!(
+            err.contains("--interval") && err.contains("greater than zero"),
+            "{err}"
+        );
         let err = parse(&["--timeout", "5"]).err().unwrap();
         assert!(err.contains("--timeout"), "{err}");
         let config = parse(&["--interval", "2s", "--timeout", "1s 500ms"]).unwrap();
@@ -336,8 +344,13 @@ mod tests {
 
     #[test]
     fn timeout_must_fit_in_interval() {
-        let err = parse(&["--interval", "500ms", "--timeout", "750ms"]).err().unwrap();
-        assert!(err.contains("--timeout (750ms)") && err.contains("--interval (500ms)"), "{err}");
+        let err = parse(&["--interval", "500ms", "--timeout", "750ms"])
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("--timeout (750ms)") && err.contains("--interval (500ms)"),
+            "{err}"
+        );
         let err = parse(&["--max-age", "1s"]).err().unwrap();
         assert!(err.contains("--max-age"), "{err}");
     }
@@ -350,7 +363,11 @@ mod tests {
 
     #[test]
     fn non_redis_schemes_are_refused_without_leaking_the_password() {
-        for url in ["http://u:hunter2@host:6379", "rediss://:hunter2@host:6380", "hunter2"] {
+        for url in [
+            "http://u:hunter2@host:6379",
+            "rediss://:hunter2@host:6380",
+            "hunter2",
+        ] {
             let err = parse(&["--redis-url", url]).err().unwrap();
             assert!(err.contains("--redis-url"), "{err}");
             assert!(!err.contains("hunter2"), "{err}");
@@ -362,10 +379,16 @@ mod tests {
     #[test]
     fn redaction_hides_passwords_in_userinfo_and_query() {
         let target = RedisTarget::new("redis://user:p%40ss@host:6379/2?sentinelPassword=x1", None).unwrap();
-        assert_eq!(target.redacted(), "redis://user:***@host:6379/2?sentinelPassword=***");
+        assert_eq!(
+            target.redacted(),
+            "redis://user:***@host:6379/2?sentinelPassword=***"
+        );
         let target = RedisTarget::new("redis://:hunter2@host", Some("file-secret".into())).unwrap();
         let debug = format!("{target:?}");
-        assert!(!debug.contains("hunter2") && !debug.contains("file-secret"), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("file-secret"),
+            "{debug}"
+        );
         assert_eq!(target.to_string(), "redis://:***@host");
     }
 
@@ -379,7 +402,9 @@ mod tests {
         assert_eq!(config.redis.password(), Some("s3cret"));
         assert!(!format!("{config:?}").contains("s3cret"));
         let missing = dir.join("missing");
-        let err = parse(&["--redis-password-file", missing.to_str().unwrap()]).err().unwrap();
+        let err = parse(&["--redis-password-file", missing.to_str().unwrap()])
+            .err()
+            .unwrap();
         assert!(err.starts_with("--redis-password-file: cannot read"), "{err}");
     }
 }

@@ -181,7 +181,10 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn status(&self) -> Status {
-        self.components().map(|c| c.state.status).max().unwrap_or(Status::Fail)
+        self.components()
+            .map(|c| c.state.status)
+            .max()
+            .unwrap_or(Status::Fail)
     }
 
     /// True once every component has been healthy at least once.
@@ -199,9 +202,10 @@ impl Verdict {
             .checks
             .iter()
             .flat_map(|check| {
-                check.components.iter().filter_map(move |c| {
-                    c.state.output.as_ref().map(|o| format!("{}: {o}", check.name))
-                })
+                check
+                    .components
+                    .iter()
+                    .filter_map(move |c| c.state.output.as_ref().map(|o| format!("{}: {o}", check.name)))
             })
             .collect();
         (!reasons.is_empty()).then(|| reasons.join("; "))
@@ -469,7 +473,10 @@ mod tests {
         tracker.observe(ok(1));
         let first = tracker.observe(err("LOADING Redis is loading"));
         assert_eq!((first.status, first.latest), (Status::Warn, Status::Fail));
-        assert_eq!(first.output.as_deref(), Some("LOADING Redis is loading (1 of 3 failures tolerated)"));
+        assert_eq!(
+            first.output.as_deref(),
+            Some("LOADING Redis is loading (1 of 3 failures tolerated)")
+        );
         assert_eq!(tracker.observe(err("x")).status, Status::Warn);
         let third = tracker.observe(err("x"));
         assert_eq!((third.status, third.consecutive_failures), (Status::Fail, 3));
@@ -486,7 +493,10 @@ mod tests {
         let mut tracker = Tracker::new(Thresholds { success: 2, ..T });
         let first = tracker.observe(ok(1));
         assert_eq!((first.status, first.latest), (Status::Fail, Status::Pass));
-        assert_eq!(first.output.as_deref(), Some("recovering: 1 of 2 passing checks needed"));
+        assert_eq!(
+            first.output.as_deref(),
+            Some("recovering: 1 of 2 passing checks needed")
+        );
         assert_eq!(tracker.observe(ok(1)).status, Status::Pass);
         tracker.observe(err("x"));
         assert_eq!(tracker.observe(ok(1)).status, Status::Fail);
@@ -502,7 +512,17 @@ mod tests {
         let snap = Snapshot::new(Instant::now(), verdict(tracker.observe(ok(150))), "d", false);
         assert!(snap.started);
         let fixed = FixedBodies::new("d", Duration::from_secs(3));
-        assert!(answer(Probe::Ready, &snap, &fixed, snap.at, Duration::from_secs(3), false).0);
+        assert!(
+            answer(
+                Probe::Ready,
+                &snap,
+                &fixed,
+                snap.at,
+                Duration::from_secs(3),
+                false
+            )
+            .0
+        );
     }
 
     #[test]
@@ -513,7 +533,10 @@ mod tests {
         let max_age = Duration::from_secs(3);
         let fixed = FixedBodies::new("d", max_age);
         for probe in [Probe::Live, Probe::Ready, Probe::Health, Probe::Started] {
-            assert!(answer(probe, &snap, &fixed, at + max_age, max_age, false).0, "{probe:?}");
+            assert!(
+                answer(probe, &snap, &fixed, at + max_age, max_age, false).0,
+                "{probe:?}"
+            );
         }
         let later = at + max_age + Duration::from_millis(1);
         for probe in [Probe::Live, Probe::Ready, Probe::Health] {
@@ -528,7 +551,12 @@ mod tests {
     fn liveness_ignores_a_failing_redis_and_draining() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let snap = Snapshot::new(at, verdict(tracker.observe(err("Connection refused"))), "d", false);
+        let snap = Snapshot::new(
+            at,
+            verdict(tracker.observe(err("Connection refused"))),
+            "d",
+            false,
+        );
         let max_age = Duration::from_secs(3);
         let fixed = FixedBodies::new("d", max_age);
         assert!(answer(Probe::Live, &snap, &fixed, at, max_age, true).0);
@@ -585,7 +613,10 @@ mod tests {
         let body = render_document(&verdict(tracker.observe(ok(2))), "d");
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let entry = &doc["checks"]["redis:responseTime"][0];
-        assert_eq!((entry["observedValue"].as_f64(), &entry["observedUnit"]), (Some(2.0), &"ms".into()));
+        assert_eq!(
+            (entry["observedValue"].as_f64(), &entry["observedUnit"]),
+            (Some(2.0), &"ms".into())
+        );
         assert!(doc.get("output").is_none() && entry.get("output").is_none());
     }
 }

@@ -109,7 +109,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         debug!("drain timed out; closing the remaining connections");
     }
 }
@@ -121,7 +124,13 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         "/readyz" => Probe::Ready,
         "/startupz" => Probe::Started,
         "/health" | "/healthz" => Probe::Health,
-        _ => return reply(StatusCode::NOT_FOUND, JSON, Bytes::from_static(NOT_FOUND_BODY.as_bytes())),
+        _ => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                JSON,
+                Bytes::from_static(NOT_FOUND_BODY.as_bytes()),
+            )
+        }
     };
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         let mut response = reply(
@@ -200,7 +209,13 @@ mod tests {
     #[test]
     fn routes_ignore_query_strings() {
         let state = state_with(Status::Pass);
-        for path in ["/livez", "/readyz?verbose", "/startupz", "/health", "/healthz?x=1&y"] {
+        for path in [
+            "/livez",
+            "/readyz?verbose",
+            "/startupz",
+            "/health",
+            "/healthz?x=1&y",
+        ] {
             let response = get(path, Method::GET, &state);
             assert_eq!(response.status(), StatusCode::OK, "{path}");
             assert_eq!(response.headers()[CONTENT_TYPE], "application/health+json");
@@ -224,8 +239,14 @@ mod tests {
     #[test]
     fn failing_verdict_is_503_but_alive() {
         let state = state_with(Status::Fail);
-        assert_eq!(get("/readyz", Method::GET, &state).status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(get("/health", Method::GET, &state).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get("/readyz", Method::GET, &state).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            get("/health", Method::GET, &state).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(get("/livez", Method::GET, &state).status(), StatusCode::OK);
         state.start_draining();
         assert_eq!(get("/livez", Method::GET, &state).status(), StatusCode::OK);

@@ -41,9 +41,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Runs the daemon on `listener` until `shutdown` completes, then drains and returns.
 ///
 /// Redis being down is never an error here: it is a failing verdict.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let description = probe::description(&config);
-    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::initial(Instant::now(), &description)));
+    let (snapshot_tx, snapshot_rx) =
+        watch::channel(Arc::new(Snapshot::initial(Instant::now(), &description)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(http::State::new(
         snapshot_rx,

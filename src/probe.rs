@@ -6,12 +6,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use fred::prelude::{Builder, Client, ClientLike, Error, ErrorKind, EventInterface, Options, ReconnectPolicy, Server};
+use fred::prelude::{
+    Builder, Client, ClientLike, Error, ErrorKind, EventInterface, Options, ReconnectPolicy, Server,
+};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::health::{Component, Failure, NamedCheck, Outcome, Snapshot, Status, Thresholds, Tracker, Verdict};
+use crate::health::{
+    Component, Failure, NamedCheck, Outcome, Snapshot, Status, Thresholds, Tracker, Verdict,
+};
 
 /// The name of the PING check in the health+json document.
 pub const CHECK_NAME: &str = "redis:responseTime";
@@ -37,8 +41,13 @@ pub struct Probe {
 
 /// A connection event from the client.
 enum Event {
+    /// A connection was made.
     Connected,
-    Error,
+    /// The first error since the last connection: the connection was lost (or never made).
+    Lost,
+    /// Another failed reconnect attempt during an outage already known.
+    StillDown,
+    /// The client quit; no more events.
     Closed,
 }
 
@@ -158,17 +167,25 @@ impl Probe {
                 self.connection_errors += 1;
                 let reason = if *error.kind() == ErrorKind::Timeout {
                     // fred's own text is "Request timed out." even when connecting timed out.
-                    format!("connecting timed out after {}", humantime::format_duration(self.budget))
+                    format!(
+                        "connecting timed out after {}",
+                        humantime::format_duration(self.budget)
+                    )
                 } else {
                     describe(&error)
                 };
                 debug!(reason = %reason, "redis connection error");
+                let was_up = self.connection_error.is_none();
                 self.connection_error = Some((reason, Instant::now()));
-                Event::Error
+                if was_up {
+                    Event::Lost
+                } else {
+                    Event::StillDown
+                }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 self.connection_errors += missed;
-                Event::Error
+                Event::StillDown
             }
             Err(broadcast::error::RecvError::Closed) => Event::Closed,
         }
@@ -217,28 +234,12 @@ fn millis_u32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn io_errors_read_as_their_message() {
-        let refused = r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#;
-        assert_eq!(io_message(refused), Some("Connection refused"));
-        let dns = r#"Custom { kind: Uncategorized, error: "failed to lookup address information: Name or service not known" }"#;
-        assert_eq!(io_message(dns), Some("failed to lookup address information: Name or service not known"));
-        assert_eq!(io_message("WRONGPASS invalid username-password pair"), None);
-        let e = Error::new(ErrorKind::IO, refused);
-        assert_eq!(describe(&e), "Connection refused");
-        assert_eq!(describe(&Error::new(ErrorKind::Auth, "WRONGPASS invalid")), "WRONGPASS invalid");
-    }
-}
-
 /// Runs checks until `stop` turns true, publishing a snapshot after each one.
 ///
 /// A check runs every interval, and also at once when the client reports the connection lost
 /// or made (at most one such extra check per reconnect delay), so a crash or a recovery shows
-/// within milliseconds; the interval PING catches the hangs no socket event reveals.
+/// within milliseconds; the interval PING catches the hangs no socket event reveals. Failed
+/// reconnect attempts during an outage only refresh the reason the next check reports.
 pub async fn run(
     config: Config,
     mut probe: Probe,
@@ -268,11 +269,17 @@ pub async fn run(
             _ = crate::stopped(&mut stop) => break,
             _ = tokio::time::sleep_until(due) => {}
             event = probe.next_event(), if events_open => {
-                if let Event::Closed = event {
-                    warn!("redis client closed its event streams; checks go on at the interval only");
-                    events_open = false;
-                } else {
-                    due = due.min(earliest_extra.max(tokio::time::Instant::now()));
+                match event {
+                    // Only changes trigger a check: every failed reconnect attempt doing so
+                    // would make --failure-threshold count attempts instead of intervals.
+                    Event::Lost | Event::Connected => {
+                        due = due.min(earliest_extra.max(tokio::time::Instant::now()));
+                    }
+                    Event::StillDown => {}
+                    Event::Closed => {
+                        warn!("redis client closed its event streams; checks go on at the interval only");
+                        events_open = false;
+                    }
                 }
                 continue;
             }
@@ -322,5 +329,28 @@ fn log_transition(previous: Option<Status>, snapshot: &Snapshot) {
         Status::Pass => info!("redis check passing"),
         Status::Warn => warn!(reason = %reason, "redis check warning"),
         Status::Fail => warn!(reason = %reason, "redis check failing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_read_as_their_message() {
+        let refused = r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#;
+        assert_eq!(io_message(refused), Some("Connection refused"));
+        let dns = r#"Custom { kind: Uncategorized, error: "failed to lookup address information: Name or service not known" }"#;
+        assert_eq!(
+            io_message(dns),
+            Some("failed to lookup address information: Name or service not known")
+        );
+        assert_eq!(io_message("WRONGPASS invalid username-password pair"), None);
+        let e = Error::new(ErrorKind::IO, refused);
+        assert_eq!(describe(&e), "Connection refused");
+        assert_eq!(
+            describe(&Error::new(ErrorKind::Auth, "WRONGPASS invalid")),
+            "WRONGPASS invalid"
+        );
     }
 }

@@ -15,13 +15,23 @@ const RECONNECT: Duration = Duration::from_millis(60);
 const SLACK: Duration = Duration::from_millis(400);
 
 fn start(redis_url: &str, extra: &[&str]) -> Daemon {
-    let mut flags = vec!["--redis-url", redis_url, "--interval", "500ms", "--timeout", "200ms"];
+    let mut flags = vec![
+        "--redis-url",
+        redis_url,
+        "--interval",
+        "500ms",
+        "--timeout",
+        "200ms",
+    ];
     flags.extend_from_slice(extra);
     Daemon::start(&flags)
 }
 
 fn output(daemon: &Daemon) -> String {
-    daemon.get("/health").json()["output"].as_str().unwrap_or_default().to_string()
+    daemon.get("/health").json()["output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -29,11 +39,26 @@ fn healthy_redis_is_ready_on_every_endpoint() {
     let redis = RedisServer::start();
     let daemon = start(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
-    for path in ["/livez", "/readyz", "/startupz", "/health", "/healthz", "/readyz?verbose=1"] {
+    for path in [
+        "/livez",
+        "/readyz",
+        "/startupz",
+        "/health",
+        "/healthz",
+        "/readyz?verbose=1",
+    ] {
         let reply = daemon.get(path);
         assert_eq!(reply.status, 200, "{path}: {reply:?}");
-        assert_eq!(reply.header("content-type").as_deref(), Some("application/health+json"), "{path}");
-        assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"), "{path}");
+        assert_eq!(
+            reply.header("content-type").as_deref(),
+            Some("application/health+json"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("cache-control").as_deref(),
+            Some("no-store"),
+            "{path}"
+        );
         assert_eq!(reply.json()["status"], "pass", "{path}");
     }
     let doc = daemon.get("/health").json();
@@ -46,7 +71,9 @@ fn healthy_redis_is_ready_on_every_endpoint() {
     assert_eq!(entry["observedUnit"], "ms");
     assert_eq!(entry["status"], "pass");
     assert_eq!(entry["consecutiveFailures"], 0);
-    let rtt = entry["observedValue"].as_f64().expect("observedValue is a number");
+    let rtt = entry["observedValue"]
+        .as_f64()
+        .expect("observedValue is a number");
     assert!(rtt > 0.0 && rtt < 100.0, "{rtt}");
     let time = entry["time"].as_str().unwrap();
     humantime::parse_rfc3339(time).expect("time is RFC 3339");
@@ -84,7 +111,11 @@ fn probes_never_reach_redis() {
     println!("{requests} probe requests in {elapsed:?}: {pings} PINGs, {intervals} intervals");
     assert!(pings <= intervals + 1, "{pings} PINGs in {intervals} intervals");
     assert_eq!(connections, 3, "only the three redis-cli calls connected");
-    assert_eq!(redis.info_number(&["clients"], "connected_clients"), 2, "the daemon's one connection and redis-cli");
+    assert_eq!(
+        redis.info_number(&["clients"], "connected_clients"),
+        2,
+        "the daemon's one connection and redis-cli"
+    );
 }
 
 #[test]
@@ -131,7 +162,10 @@ fn kill_is_detected_at_once_and_restart_recovers() {
     std::thread::sleep(INTERVAL);
     let pings = redis.ping_calls();
     let intervals = ((recovered + settled.elapsed()).as_secs_f64() / INTERVAL.as_secs_f64()).ceil() as u64;
-    assert!(pings <= intervals + 1, "{pings} PINGs after restart in {intervals} intervals: a burst");
+    assert!(
+        pings <= intervals + 1,
+        "{pings} PINGs after restart in {intervals} intervals: a burst"
+    );
 }
 
 #[test]
@@ -171,11 +205,17 @@ fn wrong_password_fails_with_wrongpass_and_never_shows_the_secret() {
     let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
     let url = format!("redis://:wrong-staple-1234@127.0.0.1:{}", redis.port);
     let daemon = start(&url, &[]);
-    wait_until(Duration::from_secs(5), "WRONGPASS reported", || output(&daemon).contains("WRONGPASS"));
+    wait_until(Duration::from_secs(5), "WRONGPASS reported", || {
+        output(&daemon).contains("WRONGPASS")
+    });
     assert_eq!(daemon.status("/readyz"), 503);
     for path in ["/livez", "/readyz", "/startupz", "/health", "/healthz", "/nope"] {
         let reply = daemon.get(path);
-        assert!(!reply.body.contains("wrong-staple-1234"), "{path}: {}", reply.body);
+        assert!(
+            !reply.body.contains("wrong-staple-1234"),
+            "{path}: {}",
+            reply.body
+        );
         assert!(!reply.head.contains("wrong-staple-1234"), "{path}");
     }
     let doc = daemon.get("/health").json();
@@ -198,7 +238,9 @@ fn password_file_overrides_the_url() {
 fn no_password_against_requirepass_fails_with_noauth() {
     let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
     let daemon = start(&redis.url(), &[]);
-    wait_until(Duration::from_secs(5), "NOAUTH reported", || output(&daemon).contains("NOAUTH"));
+    wait_until(Duration::from_secs(5), "NOAUTH reported", || {
+        output(&daemon).contains("NOAUTH")
+    });
     assert_eq!(daemon.status("/readyz"), 503);
 }
 
@@ -206,21 +248,87 @@ fn no_password_against_requirepass_fails_with_noauth() {
 fn loading_redis_is_not_ready_until_loaded() {
     // Build a dataset, then restart with a per-key load delay so LOADING lasts a few seconds.
     let mut redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
-    assert_eq!(redis.cli(&["DEBUG", "POPULATE", "200000"]), "OK");
+    assert_eq!(redis.cli(&["DEBUG", "POPULATE", "50000"]), "OK");
     assert_eq!(redis.cli(&["SAVE"]), "OK");
     redis.kill();
     // Serve clients every 1 KiB loaded (the default 2 MiB would stall replies past the timeout).
     let dir = redis.dir().to_str().unwrap().to_owned();
     let mut loading = RedisServer::start_on(
         redis.port,
-        &["--dir", &dir, "--key-load-delay", "15", "--loading-process-events-interval-bytes", "1024"],
+        &[
+            "--dir",
+            &dir,
+            "--key-load-delay",
+            "40",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ],
     );
     let daemon = start(&loading.url(), &[]);
-    wait_until(Duration::from_secs(5), "LOADING reported", || output(&daemon).contains("LOADING"));
+    wait_until(Duration::from_secs(5), "LOADING reported", || {
+        output(&daemon).contains("LOADING")
+    });
     assert_eq!(daemon.status("/readyz"), 503);
     assert_eq!(daemon.status("/livez"), 200);
     let loaded = daemon.wait_for("/readyz", 200, Duration::from_secs(30));
     println!("ready {loaded:?} after LOADING was seen");
-    assert_eq!(loading.cli(&["DBSIZE"]), "200000");
+    assert_eq!(loading.cli(&["DBSIZE"]), "50000");
     loading.kill();
+}
+
+#[test]
+fn failure_threshold_counts_intervals_not_reconnect_attempts() {
+    let mut redis = RedisServer::start();
+    let daemon = start(
+        &redis.url(),
+        &["--failure-threshold", "3", "--success-threshold", "2"],
+    );
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+
+    redis.kill();
+    let killed = Instant::now();
+    wait_until(Duration::from_secs(3), "a tolerated failure", || {
+        daemon.get("/health").json()["status"] == "warn"
+    });
+    assert_eq!(
+        daemon.status("/readyz"),
+        200,
+        "a tolerated failure is still ready"
+    );
+    assert!(
+        output(&daemon).contains("failures tolerated"),
+        "{}",
+        output(&daemon)
+    );
+    daemon.wait_for("/readyz", 503, Duration::from_secs(5));
+    let failed = killed.elapsed();
+    println!("failure threshold 3 reached {failed:?} after kill");
+    // The failures at kill, kill + interval and kill + 2 intervals.
+    assert!(failed >= INTERVAL * 2 - Duration::from_millis(100), "{failed:?}");
+    assert!(failed <= INTERVAL * 2 + TIMEOUT + SLACK, "{failed:?}");
+
+    redis.restart();
+    let restarted = Instant::now();
+    wait_until(Duration::from_secs(3), "a recovering check", || {
+        output(&daemon).contains("recovering")
+    });
+    assert_eq!(daemon.status("/readyz"), 503, "one pass of two is not ready yet");
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!(
+        "success threshold 2 reached {:?} after restart",
+        restarted.elapsed()
+    );
+}
+
+#[test]
+fn slow_pong_is_warn_and_still_ready() {
+    let redis = RedisServer::start();
+    // Any real round trip is slower than a microsecond.
+    let daemon = start(&redis.url(), &["--warn-latency", "1us"]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let doc = daemon.get("/health").json();
+    assert_eq!(doc["status"], "warn");
+    assert!(doc["output"].as_str().unwrap().contains("slow PONG"), "{doc}");
+    assert_eq!(doc["checks"]["redis:responseTime"][0]["status"], "warn");
+    assert_eq!(daemon.status("/startupz"), 200);
 }

@@ -79,9 +79,11 @@ impl RedisServer {
             });
         self.child = Some(child);
         let port = self.port;
-        wait_until(Duration::from_secs(10), "redis-server accepts connections", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until(
+            Duration::from_secs(10),
+            "redis-server accepts connections",
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     /// SIGKILL and reap.
@@ -144,7 +146,9 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         if self.child.is_some() {
             // A stopped process still dies on SIGKILL; CONT anyway so nothing lingers.
-            let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.pid().to_string()])
+                .status();
         }
         self.kill();
     }
@@ -190,9 +194,15 @@ impl Reply {
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("read reply from {addr}{path}: {e}"));
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("read reply from {addr}{path}: {e}"));
     let raw = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head
@@ -229,7 +239,9 @@ impl Daemon {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 redis_healthd::run(config, listener, async {
@@ -255,7 +267,9 @@ impl Daemon {
 
     /// Waits until `path` answers `status`; returns how long that took.
     pub fn wait_for(&self, path: &str, status: u16, limit: Duration) -> Duration {
-        wait_until(limit, &format!("{path} to answer {status}"), || self.status(path) == status)
+        wait_until(limit, &format!("{path} to answer {status}"), || {
+            self.status(path) == status
+        })
     }
 }
 
@@ -267,7 +281,9 @@ impl Drop for Daemon {
         if let Some(thread) = self.thread.take() {
             let outcome = thread.join();
             if !std::thread::panicking() {
-                outcome.expect("daemon thread panicked").expect("daemon returned an error");
+                outcome
+                    .expect("daemon thread panicked")
+                    .expect("daemon returned an error");
             }
         }
     }
@@ -315,8 +331,12 @@ impl DaemonProcess {
         wait_until(Duration::from_secs(10), "the daemon's serving line", || {
             let log = log.lock().unwrap();
             addr = log.lines().find_map(|line| {
-                let rest = line.split("listen=").nth(1)?;
-                rest.split_whitespace().next()?.parse().ok()
+                // `listen=ADDR` in text logs, `"listen":"ADDR"` in JSON logs.
+                let rest = line.split("listen").nth(1)?.trim_start_matches(['=', '"', ':']);
+                rest.split(|c: char| c.is_whitespace() || c == '"')
+                    .next()?
+                    .parse()
+                    .ok()
             });
             addr.is_some()
         });

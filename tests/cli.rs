@@ -1,0 +1,251 @@
+//! The binary as users run it: exit codes, flag errors, signals, the `check` subcommand, and
+//! secrets kept out of every output.
+
+mod support;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use support::{run_binary, wait_until, DaemonProcess, RedisServer};
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    let password_file = "/nonexistent/redis-password";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--interval", "0s"], "--interval"),
+        (&["--interval", "soon"], "--interval"),
+        (&["--timeout", "5"], "--timeout"),
+        (&["--timeout", "2s"], "--timeout"),
+        (&["--max-age", "0ms"], "--max-age"),
+        (&["--warn-latency", "fast"], "--warn-latency"),
+        (&["--listen", "localhost"], "--listen"),
+        (&["--listen", "127.0.0.1:99999"], "--listen"),
+        (&["--failure-threshold", "0"], "--failure-threshold"),
+        (&["--log-format", "xml"], "--log-format"),
+        (&["--redis-password-file", password_file], "--redis-password-file"),
+        (&["--redis-url", "http://127.0.0.1:6379"], "--redis-url"),
+        (&["--redis-url", "rediss://127.0.0.1:6380"], "--redis-url"),
+        (&["--redis-url", "not a url"], "--redis-url"),
+        (&["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (args, flag) in cases {
+        let (code, stdout, stderr) = run_binary(args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error:") && first.contains(flag),
+            "{args:?}: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+}
+
+#[test]
+fn env_twins_are_validated_like_flags() {
+    let (code, _, stderr) = run_binary(&[], &[("REDIS_HEALTHD_INTERVAL", "0s")]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--interval"), "{stderr}");
+    let (code, _, stderr) = run_binary(&[], &[("REDIS_HEALTHD_TIMEOUT", "3s")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--timeout (3s) must not be greater than --interval (1s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_busy_port_exits_1_with_a_clear_line() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run_binary(&["--listen", &addr, "--redis-url", "redis://127.0.0.1:1"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("address already in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_exit_0_after_draining() {
+    let redis = RedisServer::start();
+    for signal in ["-TERM", "-INT"] {
+        let mut daemon = DaemonProcess::spawn(&["--redis-url", &redis.url()], &[]);
+        wait_until(Duration::from_secs(5), "ready", || {
+            support::get(daemon.addr, "/readyz").status == 200
+        });
+        let sent = Instant::now();
+        daemon.signal(signal);
+        assert_eq!(
+            daemon.wait_exit(Duration::from_secs(10)),
+            Some(0),
+            "{signal}: {}",
+            daemon.log()
+        );
+        println!("{signal}: exited in {:?}", sent.elapsed());
+        assert!(daemon.log().contains("stopped"), "{}", daemon.log());
+    }
+}
+
+#[test]
+fn redis_down_is_never_a_reason_to_exit() {
+    let port = support::free_port();
+    let mut daemon = DaemonProcess::spawn(
+        &[
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+            "--interval",
+            "200ms",
+            "--timeout",
+            "100ms",
+        ],
+        &[],
+    );
+    wait_until(Duration::from_secs(3), "a failing verdict", || {
+        support::get(daemon.addr, "/health")
+            .body
+            .contains("Connection refused")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon exited");
+    assert_eq!(support::get(daemon.addr, "/livez").status, 200);
+    // The failure is logged once, not once per attempt.
+    let log = daemon.log();
+    assert_eq!(log.matches("redis check failing").count(), 1, "{log}");
+}
+
+#[test]
+fn check_exits_0_on_2xx_and_1_otherwise() {
+    let redis = RedisServer::start();
+    let daemon = DaemonProcess::spawn(&["--redis-url", &redis.url()], &[]);
+    wait_until(Duration::from_secs(5), "ready", || {
+        support::get(daemon.addr, "/readyz").status == 200
+    });
+    let url = format!("http://{}/readyz", daemon.addr);
+
+    let (code, stdout, _) = run_binary(&["check", "--url", &url], &[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(stdout, format!("ok: 200 OK from {url}\n"));
+
+    // The default URL comes from REDIS_HEALTHD_LISTEN's port, via loopback.
+    let listen = format!("0.0.0.0:{}", daemon.addr.port());
+    let (code, stdout, _) = run_binary(&["check"], &[("REDIS_HEALTHD_LISTEN", &listen)]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{}/readyz", daemon.addr.port())),
+        "{stdout}"
+    );
+
+    let missing = format!("http://{}/nope", daemon.addr);
+    let (code, stdout, _) = run_binary(&["check", "--url", &missing], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.starts_with("fail: 404 Not Found"), "{stdout}");
+}
+
+#[test]
+fn check_reports_an_unready_daemon_with_its_reason() {
+    let port = support::free_port();
+    let daemon = DaemonProcess::spawn(&["--redis-url", &format!("redis://127.0.0.1:{port}")], &[]);
+    wait_until(Duration::from_secs(3), "a failing verdict", || {
+        support::get(daemon.addr, "/readyz")
+            .body
+            .contains("Connection refused")
+    });
+    let url = format!("http://{}/readyz", daemon.addr);
+    let (code, stdout, _) = run_binary(&["check", "--url", &url], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("fail: 503 Service Unavailable"), "{stdout}");
+    assert!(stdout.contains("Connection refused"), "{stdout}");
+    // Liveness is fine all the same.
+    let livez = format!("http://{}/livez", daemon.addr);
+    assert_eq!(run_binary(&["check", "--url", &livez], &[]).0, Some(0));
+}
+
+#[test]
+fn check_fails_when_nothing_answers() {
+    let port = support::free_port();
+    let (code, stdout, _) = run_binary(
+        &["check", "--url", &format!("http://127.0.0.1:{port}/readyz")],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stdout.starts_with("fail:") && stdout.contains("cannot connect"),
+        "{stdout}"
+    );
+
+    // A server that accepts and never answers: the check gives up at its timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/readyz", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let (code, stdout, _) = run_binary(&["check", "--url", &url, "--timeout", "300ms"], &[]);
+    let took = started.elapsed();
+    assert_eq!(code, Some(1));
+    assert_eq!(stdout, format!("fail: no answer from {url} within 300ms\n"));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    drop(silent);
+
+    for bad in ["https://127.0.0.1:1/readyz", "not a url"] {
+        let (code, stdout, _) = run_binary(&["check", "--url", bad], &[]);
+        assert_eq!(code, Some(1), "{bad}");
+        assert!(stdout.starts_with("fail:"), "{stdout}");
+    }
+}
+
+#[test]
+fn secrets_never_reach_any_output() {
+    const URL_SECRET: &str = "url-secret-7Qx";
+    const FILE_SECRET: &str = "file-secret-9Kp";
+    let redis = RedisServer::start_with(&["--requirepass", "the-real-one"]);
+    let file = support::write_file(redis.dir(), "password", &format!("{FILE_SECRET}\n"));
+    let url = format!("redis://user:{URL_SECRET}@127.0.0.1:{}/0", redis.port);
+    for format in ["text", "json"] {
+        let daemon = DaemonProcess::spawn(
+            &[
+                "--redis-password-file",
+                file.to_str().unwrap(),
+                "--log-format",
+                format,
+            ],
+            &[("REDIS_URL", &url), ("RUST_LOG", "debug")],
+        );
+        wait_until(Duration::from_secs(5), "an auth failure", || {
+            let body = support::get(daemon.addr, "/health").body;
+            body.contains("WRONGPASS") || body.contains("NOAUTH")
+        });
+        let mut seen = daemon.log();
+        for path in ["/livez", "/readyz", "/startupz", "/health", "/healthz", "/nope"] {
+            let reply = support::get(daemon.addr, path);
+            seen.push_str(&reply.head);
+            seen.push_str(&reply.body);
+        }
+        assert!(seen.contains("user:***@"), "the redacted URL is shown: {seen}");
+        assert!(
+            !seen.contains(URL_SECRET) && !seen.contains(FILE_SECRET),
+            "{seen}"
+        );
+    }
+    let (_, help, _) = run_binary(&["--help"], &[("REDIS_URL", &url)]);
+    assert!(
+        help.contains("--redis-url") && !help.contains(URL_SECRET),
+        "{help}"
+    );
+}
+
+#[test]
+fn slow_clients_are_cut_at_the_header_timeout() {
+    let redis = RedisServer::start();
+    let daemon = DaemonProcess::spawn(&["--redis-url", &redis.url()], &[]);
+    let mut slow = std::net::TcpStream::connect(daemon.addr).unwrap();
+    std::io::Write::write_all(&mut slow, b"GET /readyz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let cut = started.elapsed();
+    assert!(cut < Duration::from_secs(8), "connection held for {cut:?}");
+    // Meanwhile and afterwards, probes are answered.
+    assert_eq!(support::get(daemon.addr, "/livez").status, 200);
+}
