@@ -64,7 +64,6 @@ pub struct Tracker {
     healthy: Option<bool>,
     consecutive_failures: u32,
     consecutive_successes: u32,
-    last: Option<Outcome>,
     last_success: Option<SystemTime>,
 }
 
@@ -90,7 +89,6 @@ impl Tracker {
             healthy: None,
             consecutive_failures: 0,
             consecutive_successes: 0,
-            last: None,
             last_success: None,
         }
     }
@@ -144,7 +142,6 @@ impl Tracker {
             ),
             (Err(failure), _) => (Status::Fail, Some(failure.to_string())),
         };
-        self.last = Some(outcome.clone());
         ComponentState {
             status,
             latest,
