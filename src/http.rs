@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::health::{answer, FixedBodies, Probe, Snapshot};
+use crate::metrics::{wants_openmetrics, Metrics};
 
 /// A client that has not sent its whole header by then is cut (slowloris); this also closes
 /// idle keep-alive connections.
@@ -38,25 +39,45 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 const NOT_FOUND_BODY: &str =
-    r#"{"error":"not found","endpoints":["/livez","/readyz","/startupz","/health","/healthz"]}"#;
+    r#"{"error":"not found","endpoints":["/livez","/readyz","/startupz","/health","/healthz","/metrics"]}"#;
 const NOT_ALLOWED_BODY: &str = r#"{"error":"method not allowed","allow":["GET","HEAD"]}"#;
 
-/// What the handlers read: the latest snapshot and the fixed bodies.
+/// What the handlers read: the latest snapshot, the fixed bodies and the metrics.
 pub struct State {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     fixed: FixedBodies,
     max_age: Duration,
     draining: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl State {
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, fixed: FixedBodies, max_age: Duration) -> Self {
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        fixed: FixedBodies,
+        max_age: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             snapshots,
             fixed,
             max_age,
             draining: AtomicBool::new(false),
+            metrics,
         }
+    }
+
+    /// What an endpoint answers right now.
+    fn answer(&self, probe: Probe) -> (bool, Bytes) {
+        let snapshot = self.snapshots.borrow().clone();
+        answer(
+            probe,
+            &snapshot,
+            &self.fixed,
+            Instant::now(),
+            self.max_age,
+            self.draining.load(Ordering::Relaxed),
+        )
     }
 
     /// From now on readiness answers 503.
@@ -124,6 +145,7 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         "/readyz" => Probe::Ready,
         "/startupz" => Probe::Started,
         "/health" | "/healthz" => Probe::Health,
+        "/metrics" => return scrape(request, state),
         _ => {
             return reply(
                 StatusCode::NOT_FOUND,
@@ -132,30 +154,45 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
             )
         }
     };
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        let mut response = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            JSON,
-            Bytes::from_static(NOT_ALLOWED_BODY.as_bytes()),
-        );
-        response.headers_mut().insert(ALLOW, GET_HEAD);
-        return response;
+    if let Some(refusal) = refuse_method(request) {
+        return refusal;
     }
-    let snapshot = state.snapshots.borrow().clone();
-    let (ok, body) = answer(
-        probe,
-        &snapshot,
-        &state.fixed,
-        Instant::now(),
-        state.max_age,
-        state.draining.load(Ordering::Relaxed),
-    );
+    let (ok, body) = state.answer(probe);
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     reply(status, HEALTH_JSON, body)
+}
+
+/// `/metrics`: encoded per scrape from atomics and `/proc/self`; never touches Redis.
+fn scrape<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
+    if let Some(refusal) = refuse_method(request) {
+        return refusal;
+    }
+    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let ready = state.answer(Probe::Ready).0;
+    let (body, content_type) = state.metrics.encode(wants_openmetrics(accept), ready);
+    reply(
+        StatusCode::OK,
+        HeaderValue::from_static(content_type),
+        Bytes::from(body),
+    )
+}
+
+/// 405 with `Allow` for anything but GET and HEAD.
+fn refuse_method<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let mut response = reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        JSON,
+        Bytes::from_static(NOT_ALLOWED_BODY.as_bytes()),
+    );
+    response.headers_mut().insert(ALLOW, GET_HEAD);
+    Some(response)
 }
 
 fn reply(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response<Full<Bytes>> {
@@ -198,7 +235,12 @@ mod tests {
         let snapshot = Snapshot::new(Instant::now(), verdict, "d", false);
         let (_tx, rx) = watch::channel(Arc::new(snapshot));
         let max_age = Duration::from_secs(3);
-        State::new(rx, FixedBodies::new("d", max_age), max_age)
+        State::new(
+            rx,
+            FixedBodies::new("d", max_age),
+            max_age,
+            Arc::new(Metrics::new(max_age)),
+        )
     }
 
     fn get(path: &str, method: Method, state: &State) -> Response<Full<Bytes>> {

@@ -6,6 +6,8 @@
 //! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
 //!   endpoint answers.
 //! - [`http`]: the accept loop and `route`, answering from the latest snapshot.
+//! - [`metrics`]: the Prometheus registry (recorded by the probe, encoded per scrape);
+//!   [`process`] adds the standard `process_*` metrics from `/proc/self`.
 //! - [`check`]: the `check` subcommand, a one-shot HTTP probe for container health checks.
 //!
 //! Data flows one way: the probe task is the only writer of a `watch` channel of immutable
@@ -16,7 +18,9 @@ pub mod check;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod probe;
+pub mod process;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,12 +54,14 @@ pub async fn run(
     let (snapshot_tx, snapshot_rx) =
         watch::channel(Arc::new(Snapshot::initial(Instant::now(), &description)));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = Arc::new(metrics::Metrics::new(config.timeout));
     let state = Arc::new(http::State::new(
         snapshot_rx,
         FixedBodies::new(&description, config.max_age),
         config.max_age,
+        metrics.clone(),
     ));
-    let probe = probe::Probe::start(&config)?;
+    let probe = probe::Probe::start(&config, metrics.connection_errors())?;
     info!(
         listen = %listener.local_addr()?,
         redis = %config.redis,
@@ -63,7 +69,7 @@ pub async fn run(
         timeout = %humantime::format_duration(config.timeout),
         "redis-healthd serving"
     );
-    let checks = tokio::spawn(probe::run(config, probe, snapshot_tx, stop_rx.clone()));
+    let checks = tokio::spawn(probe::run(config, probe, metrics, snapshot_tx, stop_rx.clone()));
     let server = tokio::spawn(http::serve(listener, state.clone(), stop_rx));
 
     shutdown.await;

@@ -12,10 +12,13 @@ use fred::prelude::{
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::config::Config;
 use crate::health::{
     Component, Failure, NamedCheck, Outcome, Snapshot, Status, Thresholds, Tracker, Verdict,
 };
+use crate::metrics::Metrics;
 
 /// The name of the PING check in the health+json document.
 pub const CHECK_NAME: &str = "redis:responseTime";
@@ -35,8 +38,8 @@ pub struct Probe {
     connection_error: Option<(String, Instant)>,
     /// How long a connection error is trusted to mean "down" without a PING.
     trust_error_for: Duration,
-    /// Connection-level errors and failed reconnect attempts since start.
-    pub connection_errors: u64,
+    /// Connection-level errors and failed reconnect attempts since start (a metric).
+    connection_errors: Counter,
 }
 
 /// A connection event from the client.
@@ -53,7 +56,7 @@ enum Event {
 
 impl Probe {
     /// Builds the client and starts connecting in the background; never waits for Redis.
-    pub fn start(config: &Config) -> anyhow::Result<Self> {
+    pub fn start(config: &Config, connection_errors: Counter) -> anyhow::Result<Self> {
         let mut client_config = config.redis.client_config().clone();
         // fail_fast = false keeps the client reconnecting when Redis is down at start.
         client_config.fail_fast = false;
@@ -89,7 +92,7 @@ impl Probe {
             reconnects,
             connection_error: None,
             trust_error_for: config.interval,
-            connection_errors: 0,
+            connection_errors,
         })
     }
 
@@ -152,7 +155,9 @@ impl Probe {
                 Ok(event) => {
                     self.on_error(Ok(event));
                 }
-                Err(broadcast::error::TryRecvError::Lagged(missed)) => self.connection_errors += missed,
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    self.connection_errors.inc_by(missed);
+                }
                 Err(_) => break,
             }
         }
@@ -164,7 +169,7 @@ impl Probe {
     fn on_error(&mut self, event: Result<(Error, Option<Server>), broadcast::error::RecvError>) -> Event {
         match event {
             Ok((error, _server)) => {
-                self.connection_errors += 1;
+                self.connection_errors.inc();
                 let reason = if *error.kind() == ErrorKind::Timeout {
                     // fred's own text is "Request timed out." even when connecting timed out.
                     format!(
@@ -184,7 +189,7 @@ impl Probe {
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                self.connection_errors += missed;
+                self.connection_errors.inc_by(missed);
                 Event::StillDown
             }
             Err(broadcast::error::RecvError::Closed) => Event::Closed,
@@ -243,6 +248,7 @@ fn millis_u32(d: Duration) -> u32 {
 pub async fn run(
     config: Config,
     mut probe: Probe,
+    metrics: Arc<Metrics>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     mut stop: watch::Receiver<bool>,
 ) -> Probe {
@@ -287,6 +293,7 @@ pub async fn run(
         let check_started = tokio::time::Instant::now();
         let outcome = probe.check_once().await;
         let state = tracker.observe(outcome);
+        metrics.record(&state);
         let verdict = Verdict {
             checks: vec![NamedCheck {
                 name: CHECK_NAME,

@@ -100,7 +100,7 @@ fn probes_never_reach_redis() {
     let started = Instant::now();
     let mut requests = 0;
     while started.elapsed() < INTERVAL * 3 {
-        let path = ["/readyz", "/health", "/livez"][requests % 3];
+        let path = ["/readyz", "/health", "/livez", "/metrics"][requests % 4];
         assert_eq!(daemon.status(path), 200);
         requests += 1;
     }

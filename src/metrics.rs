@@ -1,0 +1,274 @@
+//! The Prometheus registry and its encoding. The probe task records each check here; a scrape
+//! only reads atomics and `/proc/self`, never Redis. The classic text format (0.0.4) is the
+//! default; OpenMetrics is served when the `Accept` header asks for it.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{prometheus_text, text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::health::{ComponentState, Failure, Status};
+use crate::process::ProcessCollector;
+
+/// Content type of the OpenMetrics text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the classic Prometheus text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The `result` label of `redis_healthd_checks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    result: &'static str,
+}
+
+/// Every metric the daemon exports, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    up: Gauge,
+    ready: Gauge,
+    ping_duration: Histogram,
+    checks: Family<CheckLabels, Counter>,
+    consecutive_failures: Gauge,
+    last_check: Gauge<f64, AtomicU64>,
+    last_success: Gauge<f64, AtomicU64>,
+    connection_errors: Counter,
+}
+
+/// The histogram's bucket bounds: doubling from 100 µs up to the first bound at or past the
+/// PING timeout (a PING never takes longer).
+fn ping_buckets(timeout: Duration) -> impl Iterator<Item = f64> {
+    let mut count = 1u16;
+    while 1e-4 * 2f64.powi(i32::from(count) - 1) < timeout.as_secs_f64() && count < 40 {
+        count += 1;
+    }
+    exponential_buckets(1e-4, 2.0, count)
+}
+
+impl Metrics {
+    pub fn new(timeout: Duration) -> Self {
+        let up = Gauge::default();
+        let ready = Gauge::default();
+        let ping_duration = Histogram::new(ping_buckets(timeout));
+        let checks = Family::<CheckLabels, Counter>::default();
+        let consecutive_failures = Gauge::default();
+        let last_check = Gauge::<f64, AtomicU64>::default();
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let connection_errors = Counter::default();
+        for result in ["pass", "warn", "fail", "timeout"] {
+            let _ = checks.get_or_create(&CheckLabels { result });
+        }
+
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
+        let sub = registry.sub_registry_with_prefix("redis_healthd");
+        sub.register("up", "1 if the last PING got PONG, else 0", up.clone());
+        sub.register(
+            "ready",
+            "1 if /readyz would answer 200 now (thresholds, staleness and shutdown applied)",
+            ready.clone(),
+        );
+        sub.register_with_unit(
+            "ping_duration",
+            "Round trip of PINGs answered with PONG",
+            Unit::Seconds,
+            ping_duration.clone(),
+        );
+        // Registered without `_total`: prometheus-client adds it (and panics in debug builds
+        // when the name already ends in it).
+        sub.register(
+            "checks",
+            "Checks run, by result: pass, warn (slow PONG), fail (error or bad reply), timeout",
+            checks.clone(),
+        );
+        sub.register(
+            "consecutive_failures",
+            "Failed checks in a row (0 after a pass)",
+            consecutive_failures.clone(),
+        );
+        sub.register_with_unit(
+            "last_check_timestamp",
+            "When the last check started, seconds since the Unix epoch",
+            Unit::Seconds,
+            last_check.clone(),
+        );
+        sub.register_with_unit(
+            "last_success_timestamp",
+            "When the last passing check started, seconds since the Unix epoch (0 before any)",
+            Unit::Seconds,
+            last_success.clone(),
+        );
+        sub.register(
+            "connection_errors",
+            "Connection-level errors and failed reconnect attempts of the Redis client",
+            connection_errors.clone(),
+        );
+        sub.register(
+            "build",
+            "Build information; the value is always 1",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Self {
+            registry,
+            up,
+            ready,
+            ping_duration,
+            checks,
+            consecutive_failures,
+            last_check,
+            last_success,
+            connection_errors,
+        }
+    }
+
+    /// A handle the probe increments on every connection error.
+    pub fn connection_errors(&self) -> Counter {
+        self.connection_errors.clone()
+    }
+
+    /// Records one check's outcome (the component's state after it).
+    pub fn record(&self, state: &ComponentState) {
+        let result = match (&state.outcome.result, state.latest) {
+            (Ok(_), Status::Warn) => "warn",
+            (Ok(_), _) => "pass",
+            (Err(Failure::Timeout(_)), _) => "timeout",
+            (Err(Failure::Error(_)), _) => "fail",
+        };
+        self.checks.get_or_create(&CheckLabels { result }).inc();
+        self.up.set(i64::from(state.outcome.result.is_ok()));
+        if let Ok(rtt) = state.outcome.result {
+            self.ping_duration.observe(rtt.as_secs_f64());
+        }
+        self.consecutive_failures
+            .set(i64::from(state.consecutive_failures));
+        self.last_check.set(epoch_seconds(state.outcome.at));
+        if let Some(at) = state.last_success {
+            self.last_success.set(epoch_seconds(at));
+        }
+    }
+
+    /// Encodes every metric; `ready` is what `/readyz` would answer now.
+    pub fn encode(&self, openmetrics: bool, ready: bool) -> (String, &'static str) {
+        self.ready.set(i64::from(ready));
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        if openmetrics {
+            let _ = text::encode(&mut out, &self.registry);
+            (out, OPENMETRICS_CONTENT_TYPE)
+        } else {
+            let _ = prometheus_text::encode(&mut out, &self.registry);
+            (out, PROMETHEUS_CONTENT_TYPE)
+        }
+    }
+}
+
+/// True when an `Accept` header asks for OpenMetrics (as Prometheus does when it may).
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let media = params.next().unwrap_or_default();
+            let refused = params.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        })
+    })
+}
+
+fn epoch_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Outcome;
+
+    fn state(result: Result<Duration, Failure>, latest: Status) -> ComponentState {
+        ComponentState {
+            status: latest,
+            latest,
+            healthy: Some(latest != Status::Fail),
+            outcome: Outcome {
+                at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                result,
+            },
+            consecutive_failures: u32::from(latest == Status::Fail),
+            last_success: None,
+            output: None,
+        }
+    }
+
+    #[test]
+    fn negotiation_prefers_openmetrics_only_when_asked() {
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(!wants_openmetrics(Some("*/*")));
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("Application/OpenMetrics-Text")));
+        assert!(!wants_openmetrics(Some(
+            "application/openmetrics-text; q=0, text/plain"
+        )));
+    }
+
+    #[test]
+    fn classic_and_openmetrics_encodings() {
+        let metrics = Metrics::new(Duration::from_millis(500));
+        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
+        metrics.record(&state(
+            Err(Failure::Timeout(Duration::from_millis(500))),
+            Status::Fail,
+        ));
+        let (classic, content_type) = metrics.encode(false, true);
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        for line in [
+            "redis_healthd_up 0",
+            "redis_healthd_ready 1",
+            "redis_healthd_checks_total{result=\"pass\"} 1",
+            "redis_healthd_checks_total{result=\"timeout\"} 1",
+            "redis_healthd_checks_total{result=\"warn\"} 0",
+            "redis_healthd_checks_total{result=\"fail\"} 0",
+            "redis_healthd_consecutive_failures 1",
+            "redis_healthd_last_check_timestamp_seconds 1700000000",
+            "redis_healthd_ping_duration_seconds_count 1",
+            "redis_healthd_ping_duration_seconds_bucket{le=\"0.0004\"} 1",
+            "redis_healthd_ping_duration_seconds_bucket{le=\"0.0002\"} 0",
+            "redis_healthd_ping_duration_seconds_bucket{le=\"0.8192\"} 1",
+            "redis_healthd_connection_errors_total 0",
+            "redis_healthd_build_info{version=\"",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(classic.contains(line), "missing {line:?} in\n{classic}");
+        }
+        assert!(!classic.contains("# EOF"));
+        assert!(!classic.contains("le=\"1.6384\""), "buckets stop at the timeout");
+        let (open, content_type) = metrics.encode(true, false);
+        assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(open.contains("redis_healthd_ready 0"));
+        assert!(open.contains("redis_healthd_checks_total{result=\"timeout\"} 1"));
+    }
+
+    #[test]
+    fn buckets_span_100us_to_the_timeout() {
+        let buckets: Vec<f64> = ping_buckets(Duration::from_millis(500)).collect();
+        assert_eq!(buckets.first(), Some(&1e-4));
+        assert!(
+            buckets[buckets.len() - 2] < 0.5 && buckets[buckets.len() - 1] >= 0.5,
+            "{buckets:?}"
+        );
+        let buckets: Vec<f64> = ping_buckets(Duration::from_micros(50)).collect();
+        assert_eq!(buckets, vec![1e-4]);
+    }
+}

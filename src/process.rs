@@ -1,0 +1,180 @@
+//! The standard `process_*` metrics (as client_golang names them), read from `/proc/self` on
+//! each scrape. No maintained collector crate plugs into prometheus-client, so this is the one
+//! small module that reads them; elsewhere than Linux it reports nothing.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Unit;
+
+/// Collects `process_*` metrics at scrape time.
+#[derive(Debug, Default)]
+pub struct ProcessCollector;
+
+/// One reading of the process's figures.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reading {
+    pub cpu_seconds: f64,
+    pub resident_bytes: i64,
+    pub virtual_bytes: i64,
+    pub start_time_seconds: f64,
+    pub threads: i64,
+    pub open_fds: i64,
+    pub max_fds: Option<i64>,
+}
+
+impl Reading {
+    /// Reads `/proc/self`; `None` where there is no procfs.
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| boot_time(&s))?;
+        // SAFETY: sysconf only reads a system constant.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let mut reading = parse_stat(&stat, ticks.max(1) as f64, page.max(1), boot_time)?;
+        reading.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
+        reading.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|s| max_fds(&s));
+        Some(reading)
+    }
+}
+
+/// Parses `/proc/self/stat`: fields after the `(comm)`, which may itself hold spaces.
+fn parse_stat(stat: &str, ticks_per_second: f64, page_size: i64, boot_time: f64) -> Option<Reading> {
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    // Field 3 (state) is index 0 here, so field N is index N - 3.
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+    Some(Reading {
+        cpu_seconds: (field(14)? + field(15)?) / ticks_per_second,
+        threads: field(20)? as i64,
+        start_time_seconds: boot_time + field(22)? / ticks_per_second,
+        virtual_bytes: field(23)? as i64,
+        resident_bytes: field(24)? as i64 * page_size,
+        open_fds: 0,
+        max_fds: None,
+    })
+}
+
+/// `btime` from `/proc/stat`: boot time, seconds since the epoch.
+fn boot_time(proc_stat: &str) -> Option<f64> {
+    proc_stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
+}
+
+/// The soft limit of `Max open files` from `/proc/self/limits`.
+fn max_fds(limits: &str) -> Option<i64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(r) = Reading::now() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(r.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent in seconds.",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, Option<&Unit>, i64); 4] = [
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes.",
+                Some(&Unit::Bytes),
+                r.resident_bytes,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes.",
+                Some(&Unit::Bytes),
+                r.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                None,
+                r.open_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                None,
+                r.threads,
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, unit, gauge.metric_type())?)?;
+        }
+        if let Some(max) = r.max_fds {
+            let gauge = ConstGauge::new(max);
+            gauge.encode(encoder.encode_descriptor(
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        let start = ConstGauge::new(r.start_time_seconds);
+        start.encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time of the process since unix epoch in seconds.",
+            Some(&Unit::Seconds),
+            start.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_past_a_comm_with_spaces() {
+        // Fields 14/15 utime/stime, 20 threads, 22 starttime, 23 vsize, 24 rss (pages).
+        let stat = "42 (redis healthd) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 \
+                    12345678 512 18446744073709551615";
+        let r = parse_stat(stat, 100.0, 4096, 1_700_000_000.0).unwrap();
+        assert_eq!(r.cpu_seconds, 3.0);
+        assert_eq!(r.threads, 3);
+        assert_eq!(r.start_time_seconds, 1_700_000_010.0);
+        assert_eq!(r.virtual_bytes, 12_345_678);
+        assert_eq!(r.resident_bytes, 512 * 4096);
+    }
+
+    #[test]
+    fn limits_and_boot_time_parse() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 1048576              files\n";
+        assert_eq!(max_fds(limits), Some(1024));
+        assert_eq!(
+            boot_time("cpu 1 2 3\nbtime 1700000000\nprocesses 5\n"),
+            Some(1_700_000_000.0)
+        );
+    }
+
+    #[test]
+    fn this_process_reads_sensibly() {
+        let r = Reading::now().expect("procfs on Linux");
+        assert!(r.resident_bytes > 0 && r.open_fds > 0 && r.threads >= 1, "{r:?}");
+        assert!(r.max_fds.unwrap_or(0) >= r.open_fds, "{r:?}");
+    }
+}
