@@ -166,7 +166,8 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     reply(status, HEALTH_JSON, body)
 }
 
-/// `/metrics`: encoded per scrape from atomics and `/proc/self`; never touches Redis.
+/// `/metrics`: encoded from atomics and `/proc/self` (reused for up to a second); never
+/// touches Redis.
 fn scrape<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     if let Some(refusal) = refuse_method(request) {
         return refusal;
@@ -174,11 +175,7 @@ fn scrape<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let ready = state.answer(Probe::Ready).0;
     let (body, content_type) = state.metrics.encode(wants_openmetrics(accept), ready);
-    reply(
-        StatusCode::OK,
-        HeaderValue::from_static(content_type),
-        Bytes::from(body),
-    )
+    reply(StatusCode::OK, HeaderValue::from_static(content_type), body)
 }
 
 /// 405 with `Allow` for anything but GET and HEAD.

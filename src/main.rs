@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use redis_healthd::config::{Cli, Command, Config, LogFormat};
 use redis_healthd::{check, http};
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -53,16 +55,29 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     // fred logs every reconnect attempt as a warning; the probe reports them once per verdict
-    // change instead, so fred stays quiet unless RUST_LOG asks for it.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,fred=error"));
+    // change instead, so fred stays quiet unless RUST_LOG asks for it. `Targets` reads the usual
+    // `level,target=level` directives without pulling in a regex engine.
+    let default = Targets::new()
+        .with_default(Level::INFO)
+        .with_target("fred", Level::ERROR);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => directives.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG ignored ({e}); logging at info");
+            default
+        }),
+        Err(_) => default,
+    };
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_filter(filter))
+            .init(),
     }
 }
 

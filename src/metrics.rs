@@ -1,10 +1,15 @@
 //! The Prometheus registry and its encoding. The probe task records each check here; a scrape
 //! only reads atomics and `/proc/self`, never Redis. The classic text format (0.0.4) is the
 //! default; OpenMetrics is served when the `Accept` header asks for it.
+//!
+//! An encoded body is reused until a check completes, readiness changes, or a second passes, so
+//! a flood of scrapes costs at most one encoding (and one `/proc` read) per format per second.
 
-use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use prometheus_client::encoding::{prometheus_text, text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,7 +44,23 @@ pub struct Metrics {
     last_check: Gauge<f64, AtomicU64>,
     last_success: Gauge<f64, AtomicU64>,
     connection_errors: Counter,
+    /// Bumped by every recorded check: a cached body from an older generation is stale.
+    generation: AtomicU64,
+    /// The last body of each format: [classic, OpenMetrics].
+    cache: Mutex<[Option<Encoded>; 2]>,
 }
+
+/// An encoded body and what it was encoded from.
+#[derive(Debug)]
+struct Encoded {
+    at: Instant,
+    generation: u64,
+    ready: bool,
+    body: Bytes,
+}
+
+/// How long an encoded body may be served again (process metrics and timestamps age).
+const ENCODED_TTL: Duration = Duration::from_secs(1);
 
 /// The histogram's bucket bounds: doubling from 100 µs up to the first bound at or past the
 /// PING timeout (a PING never takes longer).
@@ -66,7 +87,7 @@ impl Metrics {
         }
 
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(ProcessCollector::new()));
         let sub = registry.sub_registry_with_prefix("redis_healthd");
         sub.register("up", "1 if the last PING got PONG, else 0", up.clone());
         sub.register(
@@ -124,6 +145,8 @@ impl Metrics {
             last_check,
             last_success,
             connection_errors,
+            generation: AtomicU64::new(0),
+            cache: Mutex::new([None, None]),
         }
     }
 
@@ -151,20 +174,40 @@ impl Metrics {
         if let Some(at) = state.last_success {
             self.last_success.set(epoch_seconds(at));
         }
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Encodes every metric; `ready` is what `/readyz` would answer now.
-    pub fn encode(&self, openmetrics: bool, ready: bool) -> (String, &'static str) {
+    /// The encoded metrics and their content type; `ready` is what `/readyz` would answer now.
+    pub fn encode(&self, openmetrics: bool, ready: bool) -> (Bytes, &'static str) {
+        let content_type = if openmetrics {
+            OPENMETRICS_CONTENT_TYPE
+        } else {
+            PROMETHEUS_CONTENT_TYPE
+        };
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = &mut cache[usize::from(openmetrics)];
+        if let Some(cached) = slot {
+            if cached.generation == generation && cached.ready == ready && cached.at.elapsed() < ENCODED_TTL {
+                return (cached.body.clone(), content_type);
+            }
+        }
         self.ready.set(i64::from(ready));
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
-        if openmetrics {
-            let _ = text::encode(&mut out, &self.registry);
-            (out, OPENMETRICS_CONTENT_TYPE)
+        let _ = if openmetrics {
+            text::encode(&mut out, &self.registry)
         } else {
-            let _ = prometheus_text::encode(&mut out, &self.registry);
-            (out, PROMETHEUS_CONTENT_TYPE)
-        }
+            prometheus_text::encode(&mut out, &self.registry)
+        };
+        let body = Bytes::from(out);
+        *slot = Some(Encoded {
+            at: Instant::now(),
+            generation,
+            ready,
+            body: body.clone(),
+        });
+        (body, content_type)
     }
 }
 
@@ -227,6 +270,7 @@ mod tests {
             Status::Fail,
         ));
         let (classic, content_type) = metrics.encode(false, true);
+        let classic = String::from_utf8(classic.to_vec()).unwrap();
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         for line in [
             "redis_healthd_up 0",
@@ -254,10 +298,31 @@ mod tests {
         assert!(!classic.contains("# EOF"));
         assert!(!classic.contains("le=\"1.6384\""), "buckets stop at the timeout");
         let (open, content_type) = metrics.encode(true, false);
+        let open = String::from_utf8(open.to_vec()).unwrap();
         assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
         assert!(open.ends_with("# EOF\n"), "{open}");
         assert!(open.contains("redis_healthd_ready 0"));
         assert!(open.contains("redis_healthd_checks_total{result=\"timeout\"} 1"));
+    }
+
+    #[test]
+    fn encoded_bodies_are_reused_until_something_changes() {
+        let metrics = Metrics::new(Duration::from_millis(500));
+        let (first, _) = metrics.encode(false, true);
+        let (again, _) = metrics.encode(false, true);
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes are served again");
+        let (not_ready, _) = metrics.encode(false, false);
+        assert!(String::from_utf8_lossy(&not_ready).contains("redis_healthd_ready 0"));
+        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
+        let (after_check, _) = metrics.encode(false, false);
+        assert!(
+            String::from_utf8_lossy(&after_check).contains("redis_healthd_checks_total{result=\"pass\"} 1")
+        );
+        let (open, _) = metrics.encode(true, false);
+        assert!(
+            String::from_utf8_lossy(&open).ends_with("# EOF\n"),
+            "formats are cached apart"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The standard `process_*` metrics (as client_golang names them), read from `/proc/self` on
-//! each scrape. No maintained collector crate plugs into prometheus-client, so this is the one
-//! small module that reads them; elsewhere than Linux it reports nothing.
+//! The standard `process_*` metrics (as client_golang names them), read from `/proc/self` when
+//! the metrics are encoded. No maintained collector crate plugs into prometheus-client, so this
+//! is the one small module that reads them; elsewhere than Linux it reports nothing.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -9,8 +9,50 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
 /// Collects `process_*` metrics at scrape time.
-#[derive(Debug, Default)]
-pub struct ProcessCollector;
+#[derive(Debug)]
+pub struct ProcessCollector {
+    constants: Option<Constants>,
+}
+
+/// What does not change while the process runs.
+#[derive(Debug, Clone, Copy)]
+struct Constants {
+    ticks_per_second: f64,
+    page_size: i64,
+    boot_time: f64,
+}
+
+impl ProcessCollector {
+    pub fn new() -> Self {
+        // SAFETY: sysconf only reads a system constant.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let constants = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| boot_time(&s))
+            .map(|boot_time| Constants {
+                ticks_per_second: ticks.max(1) as f64,
+                page_size: page.max(1),
+                boot_time,
+            });
+        Self { constants }
+    }
+
+    /// Reads the process's figures now.
+    fn reading(&self) -> Option<Reading> {
+        Reading::now(self.constants?)
+    }
+}
+
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// One reading of the process's figures.
 #[derive(Debug, Default, PartialEq)]
@@ -26,23 +68,11 @@ pub struct Reading {
 
 impl Reading {
     /// Reads `/proc/self`; `None` where there is no procfs.
-    pub fn now() -> Option<Self> {
+    fn now(c: Constants) -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let boot_time = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| boot_time(&s))?;
-        // SAFETY: sysconf only reads a system constant.
-        let (ticks, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_CLK_TCK),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        let mut reading = parse_stat(&stat, ticks.max(1) as f64, page.max(1), boot_time)?;
+        let mut reading = parse_stat(&stat, c.ticks_per_second, c.page_size, c.boot_time)?;
         reading.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
-        reading.max_fds = std::fs::read_to_string("/proc/self/limits")
-            .ok()
-            .and_then(|s| max_fds(&s));
+        reading.max_fds = max_fds();
         Some(reading)
     }
 }
@@ -71,19 +101,23 @@ fn boot_time(proc_stat: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
 }
 
-/// The soft limit of `Max open files` from `/proc/self/limits`.
-fn max_fds(limits: &str) -> Option<i64> {
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// The soft limit on open files.
+fn max_fds() -> Option<i64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    i64::try_from(limit.rlim_cur).ok()
 }
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(r) = Reading::now() else {
+        let Some(r) = self.reading() else {
             return Ok(());
         };
         let cpu = ConstCounter::new(r.cpu_seconds);
@@ -161,10 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_and_boot_time_parse() {
-        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
-                      Max open files            1024                 1048576              files\n";
-        assert_eq!(max_fds(limits), Some(1024));
+    fn boot_time_parses() {
         assert_eq!(
             boot_time("cpu 1 2 3\nbtime 1700000000\nprocesses 5\n"),
             Some(1_700_000_000.0)
@@ -173,8 +204,15 @@ mod tests {
 
     #[test]
     fn this_process_reads_sensibly() {
-        let r = Reading::now().expect("procfs on Linux");
+        let collector = ProcessCollector::new();
+        let r = collector.reading().expect("procfs on Linux");
         assert!(r.resident_bytes > 0 && r.open_fds > 0 && r.threads >= 1, "{r:?}");
         assert!(r.max_fds.unwrap_or(0) >= r.open_fds, "{r:?}");
+        let held = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(
+            collector.reading().unwrap().open_fds > r.open_fds,
+            "each reading is fresh"
+        );
+        drop(held);
     }
 }
