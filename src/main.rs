@@ -13,7 +13,11 @@ use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    #[cfg(not(feature = "multi-thread-runtime"))]
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    #[cfg(feature = "multi-thread-runtime")]
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -309,6 +309,7 @@ pub async fn run(
         log_transition(status, &snapshot);
         status = Some(snapshot.status);
         snapshots.send_replace(Arc::new(snapshot));
+        crate::process::release_free_memory();
         due = check_started + config.interval;
         earliest_extra = tokio::time::Instant::now() + min_gap;
     }
