@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// A PONG slower than this is `warn` (still ready).
     #[arg(long, env = "REDIS_HEALTHD_WARN_LATENCY", default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
     pub warn_latency: Duration,
+    /// Concurrent HTTP connections served; more are closed at once. Probes and scrapes need a
+    /// handful; the cap keeps a flood from exhausting file descriptors (1024 is a common soft
+    /// limit) or memory (about 25 KiB per connection).
+    #[arg(long, env = "REDIS_HEALTHD_MAX_CONNECTIONS", default_value = "256", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub max_connections: u32,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "REDIS_HEALTHD_LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
@@ -112,6 +117,7 @@ pub struct Config {
     pub failure_threshold: u32,
     pub success_threshold: u32,
     pub warn_latency: Duration,
+    pub max_connections: u32,
     pub log_format: LogFormat,
 }
 
@@ -261,6 +267,7 @@ impl Config {
             failure_threshold: args.failure_threshold,
             success_threshold: args.success_threshold,
             warn_latency: args.warn_latency,
+            max_connections: args.max_connections,
             log_format: args.log_format,
         })
     }
@@ -284,6 +291,7 @@ impl fmt::Debug for Config {
             .field("failure_threshold", &self.failure_threshold)
             .field("success_threshold", &self.success_threshold)
             .field("warn_latency", &self.warn_latency)
+            .field("max_connections", &self.max_connections)
             .field("log_format", &self.log_format)
             .finish()
     }

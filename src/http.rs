@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::health::{answer, FixedBodies, Probe, Snapshot};
@@ -31,6 +31,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Repeated warnings (accept errors, shed connections) are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Request head buffer: probes and scrapes send a few hundred bytes; hyper's floor is 8 KiB.
 const MAX_BUF_SIZE: usize = 16 * 1024;
 
@@ -94,7 +96,15 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves until `stop` turns true, then stops accepting and drains open connections (bounded).
-pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+///
+/// At most `max_connections` are served at once; a connection beyond that is closed as soon as
+/// it is accepted, so a flood costs an accept and a close each, never a file descriptor held.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut builder = http1::Builder::new();
     // header_read_timeout needs a timer: without one hyper panics on the first connection.
     builder
@@ -102,6 +112,9 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_BUF_SIZE);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut accept_errors = Throttled::default();
+    let mut shed = Throttled::default();
     loop {
         let (stream, _peer) = tokio::select! {
             biased;
@@ -109,11 +122,24 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
+                    if let Some(suppressed) = accept_errors.hit() {
+                        warn!(error = %e, suppressed, "accept failed; retrying shortly");
+                    }
+                    // EMFILE and the like: pause, or the loop spins on the same error.
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            if let Some(suppressed) = shed.hit() {
+                warn!(
+                    max_connections,
+                    suppressed, "connection limit reached; closing new connections"
+                );
+            }
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
@@ -127,6 +153,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
                 // Timeouts of idle keep-alive connections land here: not worth a warning.
                 debug!(error = %e, "connection closed with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -135,6 +162,31 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
         .is_err()
     {
         debug!("drain timed out; closing the remaining connections");
+    }
+}
+
+/// A warning that repeats (a flood, an fd shortage) is logged at most once per
+/// [`LOG_EVERY`], with how many were left out.
+#[derive(Default)]
+struct Throttled {
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    /// `Some(suppressed since the last log)` when this occurrence should be logged.
+    fn hit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.next {
+            Some(next) if now < next => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.next = Some(now + LOG_EVERY);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
     }
 }
 
@@ -243,6 +295,20 @@ mod tests {
     fn get(path: &str, method: Method, state: &State) -> Response<Full<Bytes>> {
         let request = Request::builder().method(method).uri(path).body(()).unwrap();
         route(&request, state)
+    }
+
+    #[test]
+    fn repeated_warnings_are_throttled() {
+        let mut throttled = Throttled::default();
+        assert_eq!(throttled.hit(), Some(0));
+        assert_eq!(throttled.hit(), None);
+        assert_eq!(throttled.hit(), None);
+        throttled.next = Some(Instant::now());
+        assert_eq!(
+            throttled.hit(),
+            Some(2),
+            "the next log says how many were left out"
+        );
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub async fn run(
         timeout = %humantime::format_duration(config.timeout),
         "redis-healthd serving"
     );
+    let max_connections = config.max_connections as usize;
     let checks = tokio::spawn(probe::run(config, probe, metrics, snapshot_tx, stop_rx.clone()));
-    let server = tokio::spawn(http::serve(listener, state.clone(), stop_rx));
+    let server = tokio::spawn(http::serve(listener, state.clone(), max_connections, stop_rx));
 
     shutdown.await;
     info!("shutting down");

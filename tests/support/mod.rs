@@ -192,29 +192,32 @@ impl Reply {
 
 /// Sends a raw request and reads the reply until the server closes (`Connection: close`).
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    try_request(addr, method, path).unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"))
+}
+
+/// [`request`], with failures (connect, read, no status line) as errors.
+pub fn try_request(addr: SocketAddr, method: &str, path: &str) -> Result<Reply, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("read reply from {addr}{path}: {e}"));
+    stream.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
     let raw = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-    Reply {
+        .ok_or_else(|| format!("no status line in {raw:?}"))?;
+    Ok(Reply {
         status,
         head: head.to_string(),
         body: body.to_string(),
-    }
+    })
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -306,8 +309,8 @@ impl DaemonProcess {
         let mut child = Command::new(binary())
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
-            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -384,8 +387,8 @@ impl Drop for DaemonProcess {
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let out = Command::new(binary())
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run redis-healthd");
@@ -401,4 +404,118 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).expect("write file");
     path
+}
+
+/// A TCP proxy in front of Redis that can be frozen: it then stops forwarding in both
+/// directions but keeps every connection open, like a blackholed network path.
+pub struct FreezableProxy {
+    pub addr: SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezableProxy {
+    pub fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    let frozen = flag.clone();
+                    std::thread::spawn(move || {
+                        from.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            if frozen.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(10));
+                                continue;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Open file descriptors and resident memory (KiB) of a process.
+pub fn fds_and_rss(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (fds, rss)
+}
+
+/// Threads that GET `path` in a loop until dropped, counting requests that failed outright
+/// (no HTTP answer, or a status other than 200 and 503).
+pub struct Hammer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Hammer {
+    pub fn start(addr: SocketAddr, path: &'static str, threads: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut sent, mut failures) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        sent += 1;
+                        match try_request(addr, "GET", path) {
+                            Ok(reply) if reply.status == 200 || reply.status == 503 => {}
+                            Ok(reply) => failures.push(format!("status {}", reply.status)),
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    (sent, failures)
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops the threads: (requests sent, failures).
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .fold((0, Vec::new()), |(sent, mut failures), t| {
+                let (s, f) = t.join().unwrap();
+                failures.extend(f);
+                (sent + s, failures)
+            })
+    }
 }

@@ -1,0 +1,282 @@
+//! The HTTP side under abuse: slow clients, floods past the connection cap, garbage and
+//! oversized requests, and file-descriptor exhaustion. The daemon must keep answering probes,
+//! never panic, and never spin.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{wait_until, Daemon, RedisServer};
+
+/// Sends `payload` on a fresh connection and reads until the server closes it (bounded).
+/// Returns the status of the first reply, if any came.
+fn send(addr: SocketAddr, payload: &[u8]) -> (Option<u16>, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let _ = stream.write_all(payload);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let status = String::from_utf8_lossy(&reply)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok());
+    (status, reply)
+}
+
+/// A read that returns 0 (or fails) means the server closed the connection.
+fn closed_by_server(mut stream: &TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+fn timed_status(addr: SocketAddr, path: &str) -> (u16, Duration) {
+    let sent = Instant::now();
+    let status = support::get(addr, path).status;
+    (status, sent.elapsed())
+}
+
+#[test]
+fn slowloris_connections_are_cut_while_probes_stay_fast() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&["--redis-url", &redis.url()]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let opened = Instant::now();
+    let slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(daemon.addr).unwrap();
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let (status, took) = timed_status(daemon.addr, "/readyz");
+        assert_eq!(status, 200);
+        slowest = slowest.max(took);
+    }
+    println!("slowest /readyz beside 200 slow connections: {slowest:?}");
+    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    for stream in &slow {
+        assert!(
+            closed_by_server(stream, Duration::from_secs(10)),
+            "a slow connection was kept"
+        );
+    }
+    let cut = opened.elapsed();
+    println!("200 slow connections cut after {cut:?}");
+    assert!(
+        cut >= Duration::from_secs(4) && cut < Duration::from_secs(9),
+        "{cut:?}"
+    );
+    assert_eq!(daemon.status("/readyz"), 200);
+}
+
+#[test]
+fn a_flood_past_the_connection_cap_is_shed_and_probes_recover() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&["--redis-url", &redis.url(), "--max-connections", "20"]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let flood: Vec<TcpStream> = (0..120)
+        .map(|_| TcpStream::connect(daemon.addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let shed = flood
+        .iter()
+        .filter(|s| closed_by_server(s, Duration::from_millis(10)))
+        .count();
+    println!(
+        "{shed} of 120 flood connections closed at once, in {:?}",
+        started.elapsed()
+    );
+    assert!(shed >= 100, "only {shed} shed: the cap is not enforced");
+    drop(flood);
+    // The held connections are gone: probes are served again at once.
+    let recovered = wait_until(Duration::from_secs(2), "probes served after the flood", || {
+        TcpStream::connect(daemon.addr).is_ok()
+            && send(daemon.addr, b"GET /readyz HTTP/1.1\r\nConnection: close\r\n\r\n").0 == Some(200)
+    });
+    println!("probes recovered {recovered:?} after the flood ended");
+}
+
+#[test]
+fn garbage_and_oversized_requests_get_a_4xx_or_a_close() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&["--redis-url", &redis.url()]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let long_line = [
+        b"GET /".as_slice(),
+        &vec![b'a'; 100_000],
+        b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    .concat();
+    let many_headers = [
+        b"GET /readyz HTTP/1.1\r\n".as_slice(),
+        &(0..5000)
+            .flat_map(|i| format!("X-H{i}: v\r\n").into_bytes())
+            .collect::<Vec<u8>>(),
+        b"\r\n",
+    ]
+    .concat();
+    let huge_value = [
+        b"GET /readyz HTTP/1.1\r\nX-Big: ".as_slice(),
+        &vec![b'v'; 64 * 1024],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("binary junk", junk),
+        ("100 KB request line", long_line),
+        ("5000 headers", many_headers),
+        ("64 KiB header value", huge_value),
+        ("HTTP/9.9", b"GET /readyz HTTP/9.9\r\nHost: x\r\n\r\n".to_vec()),
+        ("bad method", b"G@T /readyz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "header without colon",
+            b"GET /readyz HTTP/1.1\r\nHost x\r\n\r\n".to_vec(),
+        ),
+        (
+            "bad content-length",
+            b"GET /readyz HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec(),
+        ),
+        ("NUL in path", b"GET /ready\0z HTTP/1.1\r\n\r\n".to_vec()),
+    ];
+    for (name, payload) in cases {
+        let started = Instant::now();
+        let (status, reply) = send(daemon.addr, &payload);
+        match status {
+            Some(code) => assert!((400..500).contains(&code), "{name}: {code}"),
+            None => assert!(reply.is_empty(), "{name}: not HTTP: {reply:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "{name}: the connection was held"
+        );
+        println!("{name}: {status:?}");
+    }
+    // Pipelined requests are all answered, in order.
+    let (_, reply) = send(
+        daemon.addr,
+        b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let reply = String::from_utf8_lossy(&reply);
+    let statuses: Vec<&str> = reply
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &reply[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "404", "200"], "{reply}");
+    // HTTP/1.0 is fine.
+    assert_eq!(send(daemon.addr, b"GET /readyz HTTP/1.0\r\n\r\n").0, Some(200));
+    assert_eq!(daemon.status("/readyz"), 200, "still serving after all of it");
+}
+
+/// CPU time (user + system) of a process, from /proc/<pid>/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
+    let redis = RedisServer::start();
+    let mut command = Command::new(support::binary());
+    command
+        .args(["--redis-url", &redis.url(), "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's own limit.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 32,
+                rlim_max: 32,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut stderr = stderr;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut addr = None;
+    wait_until(Duration::from_secs(5), "the serving line", || {
+        addr = log
+            .lock()
+            .unwrap()
+            .split("listen=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next()?.parse().ok());
+        addr.is_some()
+    });
+    let addr: SocketAddr = addr.unwrap();
+    wait_until(Duration::from_secs(5), "ready", || {
+        support::get(addr, "/readyz").status == 200
+    });
+
+    // More connections than the daemon has descriptors left: accept() fails with EMFILE.
+    let held: Vec<TcpStream> = (0..60).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_time(child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_time(child.id()) - before;
+    println!("CPU while out of descriptors: {spent:?} in 2 s");
+    assert!(
+        spent < Duration::from_millis(300),
+        "the accept loop spins: {spent:?} of CPU in 2 s"
+    );
+    assert!(
+        log.lock().unwrap().contains("accept failed"),
+        "{}",
+        log.lock().unwrap()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the daemon died");
+    drop(held);
+    wait_until(Duration::from_secs(10), "probes served again", || {
+        TcpStream::connect(addr).is_ok() && support::get(addr, "/readyz").status == 200
+    });
+    let accept_warnings = log.lock().unwrap().matches("accept failed").count();
+    assert!(
+        accept_warnings <= 2,
+        "accept errors flood the log: {accept_warnings}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,260 @@
+//! Faults on the Redis side, each against real redis-server processes: flapping under probe
+//! load, a blackholed connection, refused clients, killed connections, stalls, bad hosts.
+//! Each shows as a failing verdict with the real reason and recovers by itself, within the
+//! bounds the README states: detect ≤ interval + timeout, recover ≤ interval + reconnect delay.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::{fds_and_rss, wait_until, Daemon, DaemonProcess, FreezableProxy, Hammer, RedisServer};
+
+const INTERVAL: Duration = Duration::from_millis(500);
+const TIMEOUT: Duration = Duration::from_millis(200);
+const SLACK: Duration = Duration::from_millis(400);
+const DETECT: Duration = Duration::from_millis(500 + 200 + 400);
+/// interval + reconnect delay (interval / 10, at least 50 ms, plus 20 % jitter) + slack.
+const RECOVER: Duration = Duration::from_millis(500 + 60 + 400);
+
+const FAST: [&str; 4] = ["--interval", "500ms", "--timeout", "200ms"];
+
+fn start(url: &str) -> Daemon {
+    let mut flags = vec!["--redis-url", url];
+    flags.extend_from_slice(&FAST);
+    Daemon::start(&flags)
+}
+
+fn output(addr: SocketAddr) -> String {
+    support::get(addr, "/health").json()["output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn metric(addr: SocketAddr, line_start: &str) -> f64 {
+    let body = support::get(addr, "/metrics").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{body}"))
+}
+
+#[test]
+fn flapping_redis_never_fails_a_probe_and_settles_after_each_change() {
+    let mut redis = RedisServer::start();
+    let mut flags = vec!["--redis-url".to_string(), redis.url()];
+    flags.extend(FAST.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = DaemonProcess::spawn(&flags, &[]);
+    let addr = daemon.addr;
+    wait_until(Duration::from_secs(5), "ready", || {
+        support::get(addr, "/readyz").status == 200
+    });
+    let hammer = Hammer::start(addr, "/readyz", 4);
+    // Outages of various lengths, several shorter than the interval.
+    let gaps = [100, 300, 700, 1200, 150, 900, 50, 600, 250, 400];
+    let mut baseline = None;
+    let (mut worst_detect, mut worst_recover) = (Duration::ZERO, Duration::ZERO);
+    for (cycle, gap) in gaps.iter().enumerate() {
+        redis.kill();
+        let killed = Instant::now();
+        let detected = wait_until(DETECT, "503 after kill", || {
+            support::get(addr, "/readyz").status == 503
+        });
+        worst_detect = worst_detect.max(detected);
+        std::thread::sleep(Duration::from_millis(*gap).saturating_sub(killed.elapsed()));
+        redis.restart();
+        let recovered = wait_until(RECOVER, "200 after restart", || {
+            support::get(addr, "/readyz").status == 200
+        });
+        worst_recover = worst_recover.max(recovered);
+        if cycle == 1 {
+            baseline = Some(fds_and_rss(daemon.child.id()));
+        }
+    }
+    let (sent, failures) = hammer.finish();
+    println!(
+        "{} cycles: worst detect {worst_detect:?}, worst recover {worst_recover:?}; {sent} probes",
+        gaps.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} probe requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(sent > 1000, "the probes did not hammer: {sent}");
+    std::thread::sleep(INTERVAL * 2);
+    let (fds0, rss0) = baseline.unwrap();
+    let (fds1, rss1) = fds_and_rss(daemon.child.id());
+    println!("fds {fds0} -> {fds1}, RSS {rss0} KiB -> {rss1} KiB");
+    assert!(fds1 <= fds0, "file descriptors grew: {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + 512, "RSS grew: {rss0} KiB -> {rss1} KiB");
+    // Each outage is one verdict change logged, not one line per reconnect attempt.
+    let log = daemon.log();
+    assert!(log.matches("redis check failing").count() <= gaps.len(), "{log}");
+}
+
+#[test]
+fn a_blackholed_connection_is_detected_and_probes_stay_fast() {
+    let redis = RedisServer::start();
+    let proxy = FreezableProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let daemon = start(&format!("redis://{}", proxy.addr));
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    proxy.freeze(true);
+    let frozen = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while daemon.status("/readyz") != 503 {
+        let sent = Instant::now();
+        let _ = daemon.status("/livez");
+        slowest = slowest.max(sent.elapsed());
+        assert!(frozen.elapsed() < DETECT, "not detected within {DETECT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "blackhole detected in {:?}; slowest probe {slowest:?}",
+        frozen.elapsed()
+    );
+    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    assert_eq!(output(daemon.addr), "redis:responseTime: timed out after 200ms");
+    proxy.freeze(false);
+    let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!("recovered {recovered:?} after the path came back");
+    assert!(recovered <= INTERVAL + TIMEOUT + SLACK, "{recovered:?}");
+}
+
+#[test]
+fn maxclients_reached_fails_with_the_reason_and_recovers() {
+    let redis = RedisServer::start_with(&["--maxclients", "2"]);
+    // Take both slots before the daemon connects; a filler refused with "max clients" (the
+    // start-up check's own connection may not be released yet) is retried.
+    let fillers: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut filler = None;
+            wait_until(Duration::from_secs(5), "a client slot", || {
+                let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+                stream.write_all(b"PING\r\n").unwrap();
+                let mut reply = [0u8; 7];
+                let holds = stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n";
+                filler = holds.then_some(stream);
+                holds
+            });
+            filler.unwrap()
+        })
+        .collect();
+    let daemon = start(&redis.url());
+    wait_until(Duration::from_secs(5), "max clients reported", || {
+        output(daemon.addr).contains("max number of clients reached")
+    });
+    assert_eq!(daemon.status("/readyz"), 503);
+    drop(fillers);
+    let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!("maxclients: recovered {recovered:?} after slots freed");
+    assert!(recovered <= RECOVER, "{recovered:?}");
+}
+
+#[test]
+fn requirepass_set_under_the_daemon_then_restart_fails_with_noauth_and_recovers() {
+    let mut redis = RedisServer::start();
+    let daemon = start(&redis.url());
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        redis.cli(&["CONFIG", "SET", "requirepass", "new-secret-4711"]),
+        "OK"
+    );
+    // Restart with the password now required: the daemon has none.
+    let port = redis.port;
+    redis.kill();
+    let locked = RedisServer::start_on(port, &["--requirepass", "new-secret-4711"]);
+    wait_until(Duration::from_secs(5), "NOAUTH reported", || {
+        output(daemon.addr).contains("NOAUTH")
+    });
+    assert_eq!(daemon.status("/readyz"), 503);
+    assert!(!support::get(daemon.addr, "/health")
+        .body
+        .contains("new-secret-4711"));
+    drop(locked);
+    let _open = RedisServer::start_on(port, &[]);
+    let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert!(recovered <= RECOVER, "{recovered:?}");
+}
+
+#[test]
+fn client_kill_of_the_daemons_connection_recovers_at_once() {
+    let redis = RedisServer::start();
+    let daemon = start(&redis.url());
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let errors = metric(daemon.addr, "redis_healthd_connection_errors_total ");
+    let killed: u32 = redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]).parse().unwrap();
+    assert_eq!(killed, 1, "the daemon's one connection");
+    // The loss is seen (a connection error, a failed check) and healed by a reconnect.
+    wait_until(Duration::from_secs(3), "the connection loss counted", || {
+        metric(daemon.addr, "redis_healthd_connection_errors_total ") > errors
+    });
+    let recovered = daemon.wait_for("/readyz", 200, RECOVER);
+    println!("CLIENT KILL: ready again {recovered:?} after the loss was counted");
+    wait_until(Duration::from_secs(3), "a new connection", || {
+        redis.info_number(&["clients"], "connected_clients") == 2
+    });
+}
+
+#[test]
+fn debug_sleep_longer_than_the_timeout_fails_as_a_timeout_and_recovers() {
+    let redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
+    let daemon = start(&redis.url());
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let port = redis.port;
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "1.5"])
+            .output()
+            .unwrap()
+    });
+    let detected = daemon.wait_for("/readyz", 503, DETECT);
+    assert_eq!(output(daemon.addr), "redis:responseTime: timed out after 200ms");
+    sleeper.join().unwrap();
+    let recovered = daemon.wait_for("/readyz", 200, RECOVER);
+    println!("DEBUG SLEEP: detected {detected:?}, recovered {recovered:?} after it ended");
+}
+
+#[test]
+fn client_pause_fails_as_a_timeout_and_recovers() {
+    let redis = RedisServer::start();
+    let daemon = start(&redis.url());
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]), "OK");
+    let paused = Instant::now();
+    daemon.wait_for("/readyz", 503, DETECT);
+    assert_eq!(output(daemon.addr), "redis:responseTime: timed out after 200ms");
+    daemon.wait_for("/readyz", 200, Duration::from_millis(1500) + RECOVER);
+    println!(
+        "CLIENT PAUSE 1500: ready again {:?} after the pause began",
+        paused.elapsed()
+    );
+}
+
+#[test]
+fn a_host_that_cannot_resolve_fails_with_that_reason_and_no_log_flood() {
+    // A DNS label longer than 63 bytes is refused by the resolver itself, before any query
+    // leaves the machine.
+    let host = format!("{}.invalid", "x".repeat(64));
+    let url = format!("redis://{host}:6379");
+    let daemon = DaemonProcess::spawn(
+        &["--redis-url", &url, "--interval", "200ms", "--timeout", "100ms"],
+        &[],
+    );
+    wait_until(Duration::from_secs(3), "the lookup failure reported", || {
+        let out = output(daemon.addr);
+        out.contains("lookup") || out.contains("resolve") || out.contains("not known")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(support::get(daemon.addr, "/livez").status, 200);
+    assert_eq!(support::get(daemon.addr, "/readyz").status, 503);
+    let log = daemon.log();
+    assert_eq!(
+        log.lines().count(),
+        2,
+        "one serving line, one failing line: {log}"
+    );
+}
