@@ -116,6 +116,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_reply_body_yields_at_most_one_bounded_line(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Some(line) = output_of(&body) {
+                proptest::prop_assert!(line.chars().count() <= 200);
+                proptest::prop_assert!(!line.chars().any(char::is_control));
+            }
+        }
+
+        #[test]
+        fn any_json_output_field_is_one_bounded_line(output in "\\PC{0,400}|[\\x00-\\x1f\\n\\r]{0,40}") {
+            let body = serde_json::json!({"status": "fail", "output": output}).to_string();
+            let line = output_of(body.as_bytes()).unwrap();
+            proptest::prop_assert!(line.chars().count() <= 200 && !line.contains('\n'));
+        }
+    }
+
     #[test]
     fn output_is_one_bounded_line() {
         assert_eq!(

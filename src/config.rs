@@ -325,6 +325,22 @@ mod tests {
         Config::from_args(&cli.serve).map_err(|e| e.to_string())
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_duration_text_is_parsed_or_refused_never_zero(text in "\\PC{0,24}|[0-9]{1,6} ?(ms|s|m|h|us|ns)") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!(!d.is_zero());
+            }
+        }
+
+        #[test]
+        fn any_url_text_is_accepted_or_refused_without_panicking(url in "\\PC{0,80}|(redis|rediss|http|valkey)://[ -~]{0,60}") {
+            if let Err(e) = RedisTarget::new(&url, None) {
+                proptest::prop_assert!(e.0.starts_with("--redis-url"), "{}", e);
+            }
+        }
+    }
+
     #[test]
     fn defaults() {
         let config = parse(&[]).unwrap();

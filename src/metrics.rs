@@ -247,6 +247,14 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_accept_header_negotiates_without_panicking(accept in "\\PC{0,200}") {
+            let openmetrics = wants_openmetrics(Some(&accept));
+            proptest::prop_assert!(!openmetrics || accept.to_ascii_lowercase().contains("application/openmetrics-text"));
+        }
+    }
+
     #[test]
     fn negotiation_prefers_openmetrics_only_when_asked() {
         assert!(!wants_openmetrics(None));

@@ -344,6 +344,14 @@ fn log_transition(previous: Option<Status>, snapshot: &Snapshot) {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn any_error_text_is_described_without_panicking(details in "\\PC{0,120}") {
+            let described = describe(&Error::new(ErrorKind::IO, details.clone()));
+            proptest::prop_assert!(details.contains(described.trim()) || described == "IO Error");
+        }
+    }
+
     #[test]
     fn io_errors_read_as_their_message() {
         let refused = r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#;

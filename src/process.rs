@@ -90,7 +90,7 @@ pub fn release_free_memory() {
 
 /// Parses `/proc/self/stat`: fields after the `(comm)`, which may itself hold spaces.
 fn parse_stat(stat: &str, ticks_per_second: f64, page_size: i64, boot_time: f64) -> Option<Reading> {
-    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let after_comm = stat.get(stat.rfind(')')? + 2..)?;
     // Field 3 (state) is index 0 here, so field N is index N - 3.
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
@@ -203,6 +203,14 @@ mod tests {
         assert_eq!(r.start_time_seconds, 1_700_000_010.0);
         assert_eq!(r.virtual_bytes, 12_345_678);
         assert_eq!(r.resident_bytes, 512 * 4096);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_stat_text_parses_or_is_refused_without_panicking(stat in "\\PC{0,200}") {
+            let _ = parse_stat(&stat, 100.0, 4096, 0.0);
+            let _ = boot_time(&stat);
+        }
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! Property tests: for any URL with a password, nothing the daemon renders from its
+//! configuration (Debug, Display, logs' fields, the health document, metrics, error messages)
+//! contains the password, raw or percent-encoded.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+use proptest::prelude::*;
+use redis_healthd::config::{Cli, Config};
+use redis_healthd::health::{
+    render_document, Component, Failure, NamedCheck, Outcome, Snapshot, Thresholds, Tracker, Verdict,
+};
+use redis_healthd::metrics::Metrics;
+use url::Url;
+
+fn parse(args: &[&str]) -> Result<Config, String> {
+    let cli = Cli::try_parse_from(std::iter::once("redis-healthd").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    Config::from_args(&cli.serve).map_err(|e| e.to_string())
+}
+
+/// Everything the daemon renders from a configuration.
+fn outputs(config: &Config) -> Vec<String> {
+    let description = redis_healthd::probe::description(config);
+    let mut tracker = Tracker::new(Thresholds {
+        failure: 1,
+        success: 1,
+        warn_latency: Duration::from_millis(100),
+    });
+    let state = tracker.observe(Outcome {
+        at: SystemTime::now(),
+        result: Err(Failure::Error("WRONGPASS invalid username-password pair".into())),
+    });
+    let metrics = Metrics::new(config.timeout);
+    metrics.record(&state);
+    let verdict = Verdict {
+        checks: vec![NamedCheck {
+            name: "redis:responseTime",
+            components: vec![Component {
+                id: config.redis.redacted().to_owned(),
+                kind: "datastore",
+                state,
+            }],
+        }],
+    };
+    let snapshot = Snapshot::new(Instant::now(), verdict.clone(), &description, false);
+    vec![
+        format!("{config:?}"),
+        format!("{:?}", config.redis),
+        config.redis.to_string(),
+        description.clone(),
+        String::from_utf8_lossy(&render_document(&verdict, &description)).into_owned(),
+        String::from_utf8_lossy(&snapshot.summary).into_owned(),
+        String::from_utf8_lossy(&metrics.encode(false, false).0).into_owned(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_password_in_the_url_never_reaches_any_output(
+        user in "[a-z]{0,8}",
+        password in "[A-Za-z0-9!@#$%^&*()_+=:;/?~-]{8,24}",
+        host in "[a-z]{1,12}",
+        port in 1u16..,
+        db in 0u8..16,
+    ) {
+        let mut url = Url::parse(&format!("redis://{host}:{port}/{db}")).unwrap();
+        url.set_username(&user).unwrap();
+        url.set_password(Some(&password)).unwrap();
+        let encoded = url.password().unwrap().to_owned();
+        // A raw '%' in a password can decode to invalid UTF-8: then the URL is refused.
+        match parse(&["--redis-url", url.as_str()]) {
+            Ok(config) => {
+                for out in outputs(&config) {
+                    prop_assert!(!out.contains(&password) && !out.contains(&encoded), "leak in {out}");
+                }
+            }
+            Err(e) => {
+                prop_assert!(password.contains('%'), "refused: {e}");
+                prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
+            }
+        }
+        // Refused variants: the error names the flag, never the password.
+        let refused = [
+            url.as_str().replacen("redis://", "http://", 1),
+            url.as_str().replacen("redis://", "rediss://", 1),
+            format!("{}/extra?x=1", url.as_str()),
+            url.as_str().replacen(&format!(":{port}"), ":99999", 1),
+        ];
+        for bad in refused {
+            if let Err(e) = parse(&["--redis-url", &bad]) {
+                prop_assert!(e.contains("--redis-url"), "{e}");
+                prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_in_a_query_parameter_is_redacted(password in "[A-Za-z0-9]{8,24}") {
+        let url = format!("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=m&sentinelPassword={password}");
+        let target = redis_healthd::config::RedisTarget::new(&url, None);
+        if let Ok(target) = target {
+            prop_assert!(!target.redacted().contains(&password));
+            let debug = format!("{target:?}");
+            prop_assert!(!debug.contains(&password));
+        }
+        prop_assert!(!redis_healthd::config::redact(&Url::parse(&url).unwrap()).contains(&password));
+    }
+}
