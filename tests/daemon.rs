@@ -5,34 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{wait_until, Daemon, RedisServer};
-
-const INTERVAL: Duration = Duration::from_millis(500);
-const TIMEOUT: Duration = Duration::from_millis(200);
-/// The reconnect delay the daemon derives from INTERVAL (a tenth, at least 50 ms), plus its jitter.
-const RECONNECT: Duration = Duration::from_millis(60);
-/// Scheduling slack on a shared 2-core machine.
-const SLACK: Duration = Duration::from_millis(400);
-
-fn start(redis_url: &str, extra: &[&str]) -> Daemon {
-    let mut flags = vec![
-        "--redis-url",
-        redis_url,
-        "--interval",
-        "500ms",
-        "--timeout",
-        "200ms",
-    ];
-    flags.extend_from_slice(extra);
-    Daemon::start(&flags)
-}
-
-fn output(daemon: &Daemon) -> String {
-    daemon.get("/health").json()["output"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
+use support::{output, start_fast as start, wait_until, RedisServer, INTERVAL, RECONNECT, SLACK, TIMEOUT};
 
 #[test]
 fn healthy_redis_is_ready_on_every_endpoint() {
@@ -123,7 +96,7 @@ fn redis_down_at_start_then_up() {
     let port = support::free_port();
     let daemon = start(&format!("redis://127.0.0.1:{port}"), &[]);
     wait_until(Duration::from_secs(3), "Connection refused reported", || {
-        output(&daemon).contains("Connection refused")
+        output(daemon.addr).contains("Connection refused")
     });
     assert_eq!(daemon.status("/readyz"), 503);
     assert_eq!(daemon.status("/health"), 503);
@@ -147,7 +120,7 @@ fn kill_is_detected_at_once_and_restart_recovers() {
     let detected = daemon.wait_for("/readyz", 503, Duration::from_secs(5));
     println!("kill -9 detected in {detected:?}");
     assert!(detected <= INTERVAL + TIMEOUT + SLACK, "{detected:?}");
-    let reason = output(&daemon);
+    let reason = output(daemon.addr);
     assert!(reason.contains("Connection"), "{reason}");
     assert_eq!(daemon.status("/livez"), 200);
     assert_eq!(daemon.status("/startupz"), 200, "startup stays done");
@@ -191,7 +164,7 @@ fn hung_redis_is_detected_while_probes_stay_fast() {
     println!("SIGSTOP detected in {detected:?}; slowest /readyz while hung {slowest:?}");
     assert!(detected <= INTERVAL + TIMEOUT + SLACK, "{detected:?}");
     assert!(slowest < Duration::from_millis(50), "{slowest:?}");
-    assert_eq!(output(&daemon), "redis:responseTime: timed out after 200ms");
+    assert_eq!(output(daemon.addr), "redis:responseTime: timed out after 200ms");
     assert_eq!(daemon.status("/livez"), 200);
 
     redis.signal("-CONT");
@@ -206,7 +179,7 @@ fn wrong_password_fails_with_wrongpass_and_never_shows_the_secret() {
     let url = format!("redis://:wrong-staple-1234@127.0.0.1:{}", redis.port);
     let daemon = start(&url, &[]);
     wait_until(Duration::from_secs(5), "WRONGPASS reported", || {
-        output(&daemon).contains("WRONGPASS")
+        output(daemon.addr).contains("WRONGPASS")
     });
     assert_eq!(daemon.status("/readyz"), 503);
     for path in ["/livez", "/readyz", "/startupz", "/health", "/healthz", "/nope"] {
@@ -239,7 +212,7 @@ fn no_password_against_requirepass_fails_with_noauth() {
     let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
     let daemon = start(&redis.url(), &[]);
     wait_until(Duration::from_secs(5), "NOAUTH reported", || {
-        output(&daemon).contains("NOAUTH")
+        output(daemon.addr).contains("NOAUTH")
     });
     assert_eq!(daemon.status("/readyz"), 503);
 }
@@ -266,7 +239,7 @@ fn loading_redis_is_not_ready_until_loaded() {
     );
     let daemon = start(&loading.url(), &[]);
     wait_until(Duration::from_secs(5), "LOADING reported", || {
-        output(&daemon).contains("LOADING")
+        output(daemon.addr).contains("LOADING")
     });
     assert_eq!(daemon.status("/readyz"), 503);
     assert_eq!(daemon.status("/livez"), 200);
@@ -296,9 +269,9 @@ fn failure_threshold_counts_intervals_not_reconnect_attempts() {
         "a tolerated failure is still ready"
     );
     assert!(
-        output(&daemon).contains("failures tolerated"),
+        output(daemon.addr).contains("failures tolerated"),
         "{}",
-        output(&daemon)
+        output(daemon.addr)
     );
     daemon.wait_for("/readyz", 503, Duration::from_secs(5));
     let failed = killed.elapsed();
@@ -310,7 +283,7 @@ fn failure_threshold_counts_intervals_not_reconnect_attempts() {
     redis.restart();
     let restarted = Instant::now();
     wait_until(Duration::from_secs(3), "a recovering check", || {
-        output(&daemon).contains("recovering")
+        output(daemon.addr).contains("recovering")
     });
     assert_eq!(daemon.status("/readyz"), 503, "one pass of two is not ready yet");
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));

@@ -153,14 +153,7 @@ fn classic_format_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String
 #[test]
 fn prometheus_scrapes_both_formats_and_sees_redis_go_down() {
     let mut redis = RedisServer::start();
-    let daemon = Daemon::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--interval",
-        "500ms",
-        "--timeout",
-        "200ms",
-    ]);
+    let daemon = support::start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     let (proxy, content_types) = classic_format_proxy(daemon.addr);
     let prometheus = Prometheus::start(&format!(
@@ -247,14 +240,7 @@ fn prometheus_scrapes_both_formats_and_sees_redis_go_down() {
 fn promtool_passes_the_live_classic_output() {
     require("promtool");
     let mut redis = RedisServer::start();
-    let daemon = Daemon::start(&[
-        "--redis-url",
-        &redis.url(),
-        "--interval",
-        "500ms",
-        "--timeout",
-        "200ms",
-    ]);
+    let daemon = support::start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     // Some failures too, so every series has a value.
     redis.kill();

@@ -6,39 +6,13 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{fds_and_rss, wait_until, Daemon, DaemonProcess, FreezableProxy, Hammer, RedisServer};
-
-const INTERVAL: Duration = Duration::from_millis(500);
-const TIMEOUT: Duration = Duration::from_millis(200);
-const SLACK: Duration = Duration::from_millis(400);
-const DETECT: Duration = Duration::from_millis(500 + 200 + 400);
-/// interval + reconnect delay (interval / 10, at least 50 ms, plus 20 % jitter) + slack.
-const RECOVER: Duration = Duration::from_millis(500 + 60 + 400);
-
-const FAST: [&str; 4] = ["--interval", "500ms", "--timeout", "200ms"];
-
-fn start(url: &str) -> Daemon {
-    let mut flags = vec!["--redis-url", url];
-    flags.extend_from_slice(&FAST);
-    Daemon::start(&flags)
-}
-
-fn output(addr: SocketAddr) -> String {
-    support::get(addr, "/health").json()["output"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn metric(addr: SocketAddr, line_start: &str) -> f64 {
-    let body = support::get(addr, "/metrics").body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in\n{body}"))
-}
+use support::{
+    fds_and_rss, metric, output, start_fast, wait_until, DaemonProcess, FreezableProxy, Hammer, RedisServer,
+    DETECT, FAST, INTERVAL, RECOVER, SLACK, TIMEOUT,
+};
 
 #[test]
 fn flapping_redis_never_fails_a_probe_and_settles_after_each_change() {
@@ -100,7 +74,7 @@ fn flapping_redis_never_fails_a_probe_and_settles_after_each_change() {
 fn a_blackholed_connection_is_detected_and_probes_stay_fast() {
     let redis = RedisServer::start();
     let proxy = FreezableProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
-    let daemon = start(&format!("redis://{}", proxy.addr));
+    let daemon = start_fast(&format!("redis://{}", proxy.addr), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     proxy.freeze(true);
     let frozen = Instant::now();
@@ -143,7 +117,7 @@ fn maxclients_reached_fails_with_the_reason_and_recovers() {
             filler.unwrap()
         })
         .collect();
-    let daemon = start(&redis.url());
+    let daemon = start_fast(&redis.url(), &[]);
     wait_until(Duration::from_secs(5), "max clients reported", || {
         output(daemon.addr).contains("max number of clients reached")
     });
@@ -157,7 +131,7 @@ fn maxclients_reached_fails_with_the_reason_and_recovers() {
 #[test]
 fn requirepass_set_under_the_daemon_then_restart_fails_with_noauth_and_recovers() {
     let mut redis = RedisServer::start();
-    let daemon = start(&redis.url());
+    let daemon = start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     assert_eq!(
         redis.cli(&["CONFIG", "SET", "requirepass", "new-secret-4711"]),
@@ -183,7 +157,7 @@ fn requirepass_set_under_the_daemon_then_restart_fails_with_noauth_and_recovers(
 #[test]
 fn client_kill_of_the_daemons_connection_recovers_at_once() {
     let redis = RedisServer::start();
-    let daemon = start(&redis.url());
+    let daemon = start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     let errors = metric(daemon.addr, "redis_healthd_connection_errors_total ");
     let failed = metric(daemon.addr, "redis_healthd_checks_total{result=\"fail\"} ");
@@ -207,7 +181,7 @@ fn client_kill_of_the_daemons_connection_recovers_at_once() {
 #[test]
 fn debug_sleep_longer_than_the_timeout_fails_as_a_timeout_and_recovers() {
     let redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
-    let daemon = start(&redis.url());
+    let daemon = start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     let port = redis.port;
     let sleeper = std::thread::spawn(move || {
@@ -226,7 +200,7 @@ fn debug_sleep_longer_than_the_timeout_fails_as_a_timeout_and_recovers() {
 #[test]
 fn client_pause_fails_as_a_timeout_and_recovers() {
     let redis = RedisServer::start();
-    let daemon = start(&redis.url());
+    let daemon = start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]), "OK");
     let paused = Instant::now();

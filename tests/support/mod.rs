@@ -13,6 +13,44 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use redis_healthd::config::{Cli, Config};
 
+/// The check timing most tests run the daemon with, and the bounds it implies (README,
+/// Reliability): detect ≤ interval + timeout, recover ≤ interval + reconnect delay.
+pub const INTERVAL: Duration = Duration::from_millis(500);
+pub const TIMEOUT: Duration = Duration::from_millis(200);
+/// The reconnect delay the daemon derives from INTERVAL (a tenth, at least 50 ms) plus its
+/// 20 % jitter.
+pub const RECONNECT: Duration = Duration::from_millis(60);
+/// Scheduling slack on a shared 2-core machine.
+pub const SLACK: Duration = Duration::from_millis(400);
+pub const DETECT: Duration = Duration::from_millis(500 + 200 + 400);
+pub const RECOVER: Duration = Duration::from_millis(500 + 60 + 400);
+/// The flags for that timing.
+pub const FAST: [&str; 4] = ["--interval", "500ms", "--timeout", "200ms"];
+
+/// The daemon in-process against `redis_url` with the FAST timing plus `extra` flags.
+pub fn start_fast(redis_url: &str, extra: &[&str]) -> Daemon {
+    let mut flags = vec!["--redis-url", redis_url];
+    flags.extend_from_slice(&FAST);
+    flags.extend_from_slice(extra);
+    Daemon::start(&flags)
+}
+
+/// The health document's top-level `output` (empty when passing).
+pub fn output(addr: SocketAddr) -> String {
+    get(addr, "/health").json()["output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The value of the `/metrics` line that starts with `line_start`.
+pub fn metric(addr: SocketAddr, line_start: &str) -> f64 {
+    let body = get(addr, "/metrics").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{body}"))
+}
+
 /// A port nothing listens on right now (the OS picks it; we release it at once).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
