@@ -9,10 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use fred::prelude::{
     Builder, Client, ClientLike, Error, ErrorKind, EventInterface, Options, ReconnectPolicy, Server,
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
-
-use prometheus_client::metrics::counter::Counter;
 
 use crate::config::Config;
 use crate::health::{
@@ -113,7 +112,12 @@ impl Probe {
             }
         }
         let started = Instant::now();
-        let reply = self.client.with_options(&self.ping).ping::<String>(None).await;
+        let client = self.client.with_options(&self.ping);
+        // fred's own timeout ends the PING; this outer one (twice the budget) is only a
+        // backstop, so that no fault inside the client can ever wedge the check loop.
+        let reply = tokio::time::timeout(self.budget * 2, client.ping::<String>(None))
+            .await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout, "backstop timeout")));
         let elapsed = started.elapsed();
         // The reason for a failed PING often arrives as a connection error at the same moment.
         self.drain_events();
