@@ -3,11 +3,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
+
+use crate::credentials::PasswordFile;
 
 /// The default `--listen` address, shared by the daemon and the `check` subcommand.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8558";
@@ -56,7 +59,11 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
-    /// File holding the Redis password (overrides the URL's; a trailing newline is ignored).
+    /// Redis ACL user (overrides the URL's).
+    #[arg(long, env = "REDIS_USERNAME", value_name = "NAME")]
+    pub redis_username: Option<String>,
+    /// File holding the Redis password (overrides the URL's; a trailing newline is ignored);
+    /// read again at every reconnection and on SIGHUP.
     #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "PATH")]
     pub redis_password_file: Option<PathBuf>,
     /// Address the HTTP server listens on.
@@ -124,25 +131,28 @@ pub struct Config {
 /// Where Redis is and how to log in; `Debug` and `Display` never show the password.
 #[derive(Clone)]
 pub struct RedisTarget {
-    /// The client configuration parsed from the URL, password file applied: holds secrets.
+    /// The client configuration parsed from the URL, username and password file applied:
+    /// holds secrets.
     client: fred::prelude::Config,
-    /// The password from `--redis-password-file`, which overrides the URL's.
-    password: Option<String>,
+    /// The password file, read at every (re)connection.
+    password_file: Option<PasswordFile>,
     /// The URL with every secret replaced by `***`: safe for logs, JSON and errors.
     redacted: String,
 }
 
 impl RedisTarget {
-    /// Checks the scheme and prepares the redacted form.
-    pub fn new(url: &str, password: Option<String>) -> Result<Self, ConfigError> {
+    /// Checks the scheme and prepares the redacted form; `username` and `password_file`
+    /// override the URL's credentials.
+    pub fn new(url: &str, username: Option<&str>, password_file: Option<&Path>) -> Result<Self, ConfigError> {
         let parsed = Url::parse(url).map_err(|e| {
             ConfigError(format!(
                 "--redis-url: not a valid URL ({e}); expected redis://[user[:password]@]host[:port][/db]"
             ))
         })?;
         let redacted = redact(&parsed);
+        let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
         match parsed.scheme() {
-            "redis" | "valkey" => {}
+            "redis" | "valkey" | "redis+unix" | "valkey+unix" => {}
             "rediss" | "valkeys" => {
                 return Err(ConfigError(format!(
                     "--redis-url: TLS ({}://) is not supported by this build yet; refusing rather than \
@@ -152,22 +162,33 @@ impl RedisTarget {
             }
             other => {
                 return Err(ConfigError(format!(
-                    "--redis-url: unsupported scheme {other:?} in {redacted}; expected redis://"
-                )))
+                "--redis-url: unsupported scheme {other:?} in {redacted}; expected redis:// or redis+unix://"
+            )))
             }
         }
-        if parsed.host_str().is_none_or(str::is_empty) {
+        if unix && matches!(parsed.path(), "" | "/") {
+            return Err(ConfigError(format!("--redis-url: no socket path in {redacted}")));
+        }
+        if !unix && parsed.host_str().is_none_or(str::is_empty) {
             return Err(ConfigError(format!("--redis-url: no host in {redacted}")));
         }
         // fred's error texts name the bad part, never the password.
         let mut client = fred::prelude::Config::from_url(url)
             .map_err(|e| ConfigError(format!("--redis-url: {} in {redacted}", e.details())))?;
-        if password.is_some() {
-            client.password.clone_from(&password);
+        if let Some(username) = username {
+            client.username = Some(username.to_owned());
+        }
+        let password_file = password_file
+            .map(|path| PasswordFile::new(path, client.username.clone()))
+            .transpose()?;
+        if let Some(file) = &password_file {
+            // fred asks the provider before every AUTH, so a rotated file takes effect on the
+            // next connection.
+            client.credential_provider = Some(Arc::new(file.clone()));
         }
         Ok(Self {
             client,
-            password,
+            password_file,
             redacted,
         })
     }
@@ -177,9 +198,9 @@ impl RedisTarget {
         &self.client
     }
 
-    /// The password that overrides the URL's, if a password file was given.
-    pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
+    /// True when the password comes from a file, read at every (re)connection.
+    pub fn has_password_file(&self) -> bool {
+        self.password_file.is_some()
     }
 
     /// The URL with secrets replaced by `***`.
@@ -192,7 +213,8 @@ impl fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTarget")
             .field("url", &self.redacted)
-            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("username", &self.client.username)
+            .field("password_file", &self.password_file)
             .finish()
     }
 }
@@ -253,13 +275,12 @@ impl Config {
                 humantime::format_duration(args.interval + args.timeout)
             )));
         }
-        let password = args
-            .redis_password_file
-            .as_deref()
-            .map(read_password_file)
-            .transpose()?;
         Ok(Self {
-            redis: RedisTarget::new(&args.redis_url, password)?,
+            redis: RedisTarget::new(
+                &args.redis_url,
+                args.redis_username.as_deref(),
+                args.redis_password_file.as_deref(),
+            )?,
             listen: args.listen,
             interval: args.interval,
             timeout: args.timeout,
@@ -297,24 +318,6 @@ impl fmt::Debug for Config {
     }
 }
 
-fn read_password_file(path: &std::path::Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
-            "--redis-password-file: cannot read {}: {e}",
-            path.display()
-        ))
-    })?;
-    let password = text.strip_suffix('\n').unwrap_or(&text);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        return Err(ConfigError(format!(
-            "--redis-password-file: {} is empty",
-            path.display()
-        )));
-    }
-    Ok(password.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,7 +338,7 @@ mod tests {
 
         #[test]
         fn any_url_text_is_accepted_or_refused_without_panicking(url in "\\PC{0,80}|(redis|rediss|http|valkey)://[ -~]{0,60}") {
-            if let Err(e) = RedisTarget::new(&url, None) {
+            if let Err(e) = RedisTarget::new(&url, None, None) {
                 proptest::prop_assert!(e.0.starts_with("--redis-url"), "{}", e);
             }
         }
@@ -380,6 +383,14 @@ mod tests {
     }
 
     #[test]
+    fn unix_socket_urls_need_a_path() {
+        let config = parse(&["--redis-url", "redis+unix:///run/redis/redis.sock"]).unwrap();
+        assert_eq!(config.redis.redacted(), "redis+unix:///run/redis/redis.sock");
+        let err = parse(&["--redis-url", "redis+unix://"]).err().unwrap();
+        assert!(err.contains("no socket path"), "{err}");
+    }
+
+    #[test]
     fn thresholds_start_at_one() {
         let err = parse(&["--failure-threshold", "0"]).err().unwrap();
         assert!(err.contains("--failure-threshold"), "{err}");
@@ -402,17 +413,15 @@ mod tests {
 
     #[test]
     fn redaction_hides_passwords_in_userinfo_and_query() {
-        let target = RedisTarget::new("redis://user:p%40ss@host:6379/2?sentinelPassword=x1", None).unwrap();
+        let target =
+            RedisTarget::new("redis://user:p%40ss@host:6379/2?sentinelPassword=x1", None, None).unwrap();
         assert_eq!(
             target.redacted(),
             "redis://user:***@host:6379/2?sentinelPassword=***"
         );
-        let target = RedisTarget::new("redis://:hunter2@host", Some("file-secret".into())).unwrap();
+        let target = RedisTarget::new("redis://:hunter2@host", Some("app"), None).unwrap();
         let debug = format!("{target:?}");
-        assert!(
-            !debug.contains("hunter2") && !debug.contains("file-secret"),
-            "{debug}"
-        );
+        assert!(!debug.contains("hunter2") && debug.contains("app"), "{debug}");
         assert_eq!(target.to_string(), "redis://:***@host");
     }
 
@@ -422,9 +431,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("password");
         std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(crate::credentials::read(&file).unwrap(), "s3cret");
         let config = parse(&["--redis-password-file", file.to_str().unwrap()]).unwrap();
-        assert_eq!(config.redis.password(), Some("s3cret"));
+        assert!(config.redis.has_password_file());
         assert!(!format!("{config:?}").contains("s3cret"));
+        std::fs::write(&file, "\n").unwrap();
+        let err = parse(&["--redis-password-file", file.to_str().unwrap()])
+            .err()
+            .unwrap();
+        assert!(err.contains("is empty"), "{err}");
         let missing = dir.join("missing");
         let err = parse(&["--redis-password-file", missing.to_str().unwrap()])
             .err()

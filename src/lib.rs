@@ -1,7 +1,8 @@
 //! redis-healthd: a health-check sidecar for Redis. One long-lived Redis client PINGs on an
 //! interval; the verdict is cached and served over HTTP, so a probe never touches Redis.
 //!
-//! - [`config`]: the command line (flags with env twins), validation, redaction of secrets.
+//! - [`config`]: the command line (flags with env twins), validation, redaction of secrets;
+//!   [`credentials`] reads the password file at every (re)connection.
 //! - [`probe`]: the only code that talks to Redis; the check loop publishes [`health::Snapshot`]s.
 //! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
 //!   endpoint answers.
@@ -16,6 +17,7 @@
 
 pub mod check;
 pub mod config;
+pub mod credentials;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::info;
 
 use crate::config::Config;
@@ -42,13 +44,16 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await.is_ok();
 }
 
-/// Runs the daemon on `listener` until `shutdown` completes, then drains and returns.
+/// Runs the daemon on `listener` until `shutdown` completes, then drains and returns. Each
+/// notification of `reconnect` (SIGHUP in the binary) makes the Redis client reconnect, reading
+/// the password file again.
 ///
 /// Redis being down is never an error here: it is a failing verdict.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    reconnect: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let description = probe::description(&config);
     let (snapshot_tx, snapshot_rx) =
@@ -70,7 +75,14 @@ pub async fn run(
         "redis-healthd serving"
     );
     let max_connections = config.max_connections as usize;
-    let checks = tokio::spawn(probe::run(config, probe, metrics, snapshot_tx, stop_rx.clone()));
+    let checks = tokio::spawn(probe::run(
+        config,
+        probe,
+        metrics,
+        snapshot_tx,
+        reconnect,
+        stop_rx.clone(),
+    ));
     let server = tokio::spawn(http::serve(listener, state.clone(), max_connections, stop_rx));
 
     shutdown.await;

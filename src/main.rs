@@ -3,10 +3,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use redis_healthd::config::{Cli, Command, Config, LogFormat};
 use redis_healthd::{check, http};
+use tokio::sync::Notify;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -46,7 +48,9 @@ fn main() -> ExitCode {
     init_tracing(config.log_format);
     let outcome = runtime.block_on(async {
         let listener = http::bind(config.listen).await?;
-        redis_healthd::run(config, listener, shutdown_signal()).await
+        let reconnect = Arc::new(Notify::new());
+        forward_sighup(reconnect.clone())?;
+        redis_healthd::run(config, listener, shutdown_signal(), reconnect).await
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +87,19 @@ fn init_tracing(format: LogFormat) {
             .with(layer.json().with_filter(filter))
             .init(),
     }
+}
+
+/// SIGHUP makes the Redis client reconnect, reading the password file again (instead of the
+/// default action, which would end the process).
+fn forward_sighup(reconnect: Arc<Notify>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reconnect.notify_one();
+        }
+    });
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -10,7 +10,7 @@ use fred::prelude::{
     Builder, Client, ClientLike, Error, ErrorKind, EventInterface, Options, ReconnectPolicy, Server,
 };
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
@@ -212,6 +212,16 @@ impl Probe {
         }
     }
 
+    /// Drops the connection and makes a new one (reading the password file again), bounded by
+    /// the check budget; the reconnect event then triggers a check.
+    async fn reconnect(&mut self) {
+        match tokio::time::timeout(self.budget, self.client.force_reconnection()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(reason = %describe(&e), "reconnect failed"),
+            Err(_) => debug!("reconnect still under way after the check budget"),
+        }
+    }
+
     /// Closes the client, bounded: QUIT can hang while disconnected.
     pub async fn quit(self, budget: Duration) {
         if tokio::time::timeout(budget, self.client.quit()).await.is_err() {
@@ -254,6 +264,7 @@ pub async fn run(
     mut probe: Probe,
     metrics: Arc<Metrics>,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    reconnect: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> Probe {
     let description = description(&config);
@@ -278,6 +289,11 @@ pub async fn run(
             biased;
             _ = crate::stopped(&mut stop) => break,
             _ = tokio::time::sleep_until(due) => {}
+            _ = reconnect.notified() => {
+                info!(password_file = config.redis.has_password_file(), "reconnecting to redis on request");
+                probe.reconnect().await;
+                continue;
+            }
             event = probe.next_event(), if events_open => {
                 match event {
                     // Only changes trigger a check: every failed reconnect attempt doing so

@@ -285,10 +285,10 @@ impl Daemon {
                 .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                redis_healthd::run(config, listener, async {
+                let shutdown = async {
                     let _ = stopped.await;
-                })
-                .await
+                };
+                redis_healthd::run(config, listener, shutdown, Default::default()).await
             })
         });
         Self {

@@ -1,0 +1,172 @@
+//! Logging in: ACL users, the password file read again at every reconnection and on SIGHUP
+//! (secret rotation without a restart), and Unix sockets; each against a real redis-server.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{output, start_fast, wait_until, write_file, DaemonProcess, RedisServer, RECOVER};
+
+fn acl_user(redis: &RedisServer, user: &str, password: &str) {
+    let reply = redis.cli(&[
+        "ACL",
+        "SETUSER",
+        user,
+        "on",
+        &format!(">{password}"),
+        "~*",
+        "+@all",
+    ]);
+    assert_eq!(reply, "OK");
+}
+
+#[test]
+fn an_acl_user_from_the_url_or_the_flags_logs_in() {
+    let redis = RedisServer::start();
+    acl_user(&redis, "app", "app-pass-1");
+    let from_url = start_fast(&format!("redis://app:app-pass-1@127.0.0.1:{}", redis.port), &[]);
+    from_url.wait_for("/readyz", 200, Duration::from_secs(5));
+
+    let file = write_file(redis.dir(), "password", "app-pass-1\n");
+    let from_flags = start_fast(
+        &redis.url(),
+        &[
+            "--redis-username",
+            "app",
+            "--redis-password-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    from_flags.wait_for("/readyz", 200, Duration::from_secs(5));
+    let doc = from_flags.get("/health").json();
+    assert_eq!(doc["checks"]["redis:responseTime"][0]["componentId"], redis.url());
+}
+
+#[test]
+fn a_wrong_acl_password_or_user_fails_with_the_servers_reason() {
+    let redis = RedisServer::start();
+    acl_user(&redis, "app", "app-pass-1");
+    for url in [
+        format!("redis://app:not-it-93@127.0.0.1:{}", redis.port),
+        format!("redis://nobody:app-pass-1@127.0.0.1:{}", redis.port),
+    ] {
+        let daemon = start_fast(&url, &[]);
+        wait_until(Duration::from_secs(5), "WRONGPASS reported", || {
+            output(daemon.addr).contains("WRONGPASS")
+        });
+        assert_eq!(daemon.status("/readyz"), 503);
+        assert!(!daemon.get("/health").body.contains("not-it-93"));
+    }
+}
+
+#[test]
+fn a_rotated_password_file_is_used_at_the_next_reconnection() {
+    let redis = RedisServer::start_with(&["--requirepass", "first-secret"]);
+    let file = write_file(redis.dir(), "password", "first-secret\n");
+    let daemon = start_fast(&redis.url(), &["--redis-password-file", file.to_str().unwrap()]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+
+    // Rotate: Redis and the file (as a Kubernetes Secret volume would), then drop the
+    // daemon's connection; it must log in again with the new secret.
+    let errors_before = support::metric(daemon.addr, "redis_healthd_connection_errors_total ");
+    write_file(redis.dir(), "password", "second-secret\n");
+    let status = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-a",
+            "first-secret",
+            "--no-auth-warning",
+        ])
+        .args(["CONFIG", "SET", "requirepass", "second-secret"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "OK");
+    let killed = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-a",
+            "second-secret",
+            "--no-auth-warning",
+        ])
+        .args(["CLIENT", "KILL", "TYPE", "normal"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&killed.stdout).trim(), "1");
+    wait_until(Duration::from_secs(3), "the dropped connection seen", || {
+        support::metric(daemon.addr, "redis_healthd_connection_errors_total ") > errors_before
+    });
+    let recovered = daemon.wait_for("/readyz", 200, RECOVER);
+    println!("rotated secret in use {recovered:?} after the connection was dropped");
+    let checks = support::metric(daemon.addr, "redis_healthd_checks_total{result=\"pass\"} ");
+    wait_until(Duration::from_secs(3), "more passing checks", || {
+        support::metric(daemon.addr, "redis_healthd_checks_total{result=\"pass\"} ") > checks
+    });
+}
+
+#[test]
+fn sighup_reads_the_password_file_again_and_reconnects() {
+    let redis = RedisServer::start_with(&["--requirepass", "first-secret"]);
+    let file = write_file(redis.dir(), "password", "first-secret\n");
+    let mut daemon = DaemonProcess::spawn(
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--redis-password-file",
+            file.to_str().unwrap(),
+            "--interval",
+            "500ms",
+            "--timeout",
+            "200ms",
+        ],
+        &[],
+    );
+    let addr = daemon.addr;
+    wait_until(Duration::from_secs(5), "ready", || {
+        support::get(addr, "/readyz").status == 200
+    });
+
+    // A wrong secret in the file: SIGHUP makes it count at once.
+    write_file(redis.dir(), "password", "not-the-secret\n");
+    daemon.signal("-HUP");
+    wait_until(Duration::from_secs(3), "WRONGPASS after SIGHUP", || {
+        output(addr).contains("WRONGPASS")
+    });
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "SIGHUP must not end the daemon"
+    );
+
+    // The right one again: back to ready after the next SIGHUP.
+    write_file(redis.dir(), "password", "first-secret\n");
+    daemon.signal("-HUP");
+    wait_until(RECOVER, "ready after SIGHUP", || {
+        support::get(addr, "/readyz").status == 200
+    });
+    let log = daemon.log();
+    assert!(log.contains("reconnecting to redis on request"), "{log}");
+    assert!(
+        !log.contains("not-the-secret") && !log.contains("first-secret"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_unix_socket_is_checked_like_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let socket_arg = socket.to_str().unwrap().to_owned();
+    let mut redis = RedisServer::start_with(&["--unixsocket", &socket_arg, "--unixsocketperm", "700"]);
+    let url = format!("redis+unix://{socket_arg}");
+    let daemon = start_fast(&url, &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        daemon.get("/health").json()["checks"]["redis:responseTime"][0]["componentId"],
+        url
+    );
+    redis.kill();
+    daemon.wait_for("/readyz", 503, support::DETECT);
+    redis.restart();
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+}
