@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::credentials::PasswordFile;
+use crate::tls::TlsFiles;
+use fred::prelude::ServerConfig;
 
 /// The default `--listen` address, shared by the daemon and the `check` subcommand.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8558";
@@ -66,6 +68,18 @@ pub struct ServeArgs {
     /// read again at every reconnection and on SIGHUP.
     #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "PATH")]
     pub redis_password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) to verify a rediss:// server with, instead of the system's.
+    #[arg(long, env = "REDIS_HEALTHD_TLS_CA_FILE", value_name = "PATH")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --tls-key-file.
+    #[arg(long, env = "REDIS_HEALTHD_TLS_CERT_FILE", value_name = "PATH")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "REDIS_HEALTHD_TLS_KEY_FILE", value_name = "PATH")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Server name to send (SNI) and verify, e.g. when connecting by IP.
+    #[arg(long, env = "REDIS_HEALTHD_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
     /// Address the HTTP server listens on.
     #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
@@ -143,7 +157,13 @@ pub struct RedisTarget {
 impl RedisTarget {
     /// Checks the scheme and prepares the redacted form; `username` and `password_file`
     /// override the URL's credentials.
-    pub fn new(url: &str, username: Option<&str>, password_file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn new(
+        url: &str,
+        username: Option<&str>,
+        password_file: Option<&Path>,
+        tls: &TlsFiles,
+        tls_server_name: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         let parsed = Url::parse(url).map_err(|e| {
             ConfigError(format!(
                 "--redis-url: not a valid URL ({e}); expected redis://[user[:password]@]host[:port][/db]"
@@ -151,15 +171,9 @@ impl RedisTarget {
         })?;
         let redacted = redact(&parsed);
         let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
+        let tls_url = matches!(parsed.scheme(), "rediss" | "valkeys");
         match parsed.scheme() {
-            "redis" | "valkey" | "redis+unix" | "valkey+unix" => {}
-            "rediss" | "valkeys" => {
-                return Err(ConfigError(format!(
-                    "--redis-url: TLS ({}://) is not supported by this build yet; refusing rather than \
-                     speaking plain text to {redacted}",
-                    parsed.scheme()
-                )))
-            }
+            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "rediss" | "valkeys" => {}
             other => {
                 return Err(ConfigError(format!(
                 "--redis-url: unsupported scheme {other:?} in {redacted}; expected redis:// or redis+unix://"
@@ -177,6 +191,17 @@ impl RedisTarget {
             .map_err(|e| ConfigError(format!("--redis-url: {} in {redacted}", e.details())))?;
         if let Some(username) = username {
             client.username = Some(username.to_owned());
+        }
+        if !tls_url && (tls.any() || tls_server_name.is_some()) {
+            return Err(ConfigError(format!(
+                "--tls-* flags need a rediss:// URL, not {redacted}"
+            )));
+        }
+        if tls_url && tls.any() {
+            client.tls = Some(tls.client_config()?);
+        }
+        if let (Some(name), ServerConfig::Centralized { server }) = (tls_server_name, &mut client.server) {
+            server.tls_server_name = Some(name.into());
         }
         let password_file = password_file
             .map(|path| PasswordFile::new(path, client.username.clone()))
@@ -280,6 +305,12 @@ impl Config {
                 &args.redis_url,
                 args.redis_username.as_deref(),
                 args.redis_password_file.as_deref(),
+                &TlsFiles {
+                    ca: args.tls_ca_file.clone(),
+                    cert: args.tls_cert_file.clone(),
+                    key: args.tls_key_file.clone(),
+                },
+                args.tls_server_name.as_deref(),
             )?,
             listen: args.listen,
             interval: args.interval,
@@ -338,7 +369,7 @@ mod tests {
 
         #[test]
         fn any_url_text_is_accepted_or_refused_without_panicking(url in "\\PC{0,80}|(redis|rediss|http|valkey)://[ -~]{0,60}") {
-            if let Err(e) = RedisTarget::new(&url, None, None) {
+            if let Err(e) = RedisTarget::new(&url, None, None, &TlsFiles::default(), None) {
                 proptest::prop_assert!(e.0.starts_with("--redis-url"), "{}", e);
             }
         }
@@ -400,26 +431,45 @@ mod tests {
     fn non_redis_schemes_are_refused_without_leaking_the_password() {
         for url in [
             "http://u:hunter2@host:6379",
-            "rediss://:hunter2@host:6380",
+            "redis-cluster://:hunter2@host:6380",
             "hunter2",
         ] {
             let err = parse(&["--redis-url", url]).err().unwrap();
             assert!(err.contains("--redis-url"), "{err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
-        let err = parse(&["--redis-url", "rediss://h"]).err().unwrap();
-        assert!(err.contains("TLS"), "{err}");
+        let err = parse(&["--redis-url", "redis://h", "--tls-server-name", "h"])
+            .err()
+            .unwrap();
+        assert!(err.contains("need a rediss:// URL"), "{err}");
+        let err = parse(&["--redis-url", "rediss://h", "--tls-cert-file", "/etc/hostname"])
+            .err()
+            .unwrap();
+        assert!(err.starts_with("--tls-cert-file"), "{err}");
     }
 
     #[test]
     fn redaction_hides_passwords_in_userinfo_and_query() {
-        let target =
-            RedisTarget::new("redis://user:p%40ss@host:6379/2?sentinelPassword=x1", None, None).unwrap();
+        let target = RedisTarget::new(
+            "redis://user:p%40ss@host:6379/2?sentinelPassword=x1",
+            None,
+            None,
+            &TlsFiles::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             target.redacted(),
             "redis://user:***@host:6379/2?sentinelPassword=***"
         );
-        let target = RedisTarget::new("redis://:hunter2@host", Some("app"), None).unwrap();
+        let target = RedisTarget::new(
+            "redis://:hunter2@host",
+            Some("app"),
+            None,
+            &TlsFiles::default(),
+            None,
+        )
+        .unwrap();
         let debug = format!("{target:?}");
         assert!(!debug.contains("hunter2") && debug.contains("app"), "{debug}");
         assert_eq!(target.to_string(), "redis://:***@host");

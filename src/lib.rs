@@ -2,7 +2,8 @@
 //! interval; the verdict is cached and served over HTTP, so a probe never touches Redis.
 //!
 //! - [`config`]: the command line (flags with env twins), validation, redaction of secrets;
-//!   [`credentials`] reads the password file at every (re)connection.
+//!   [`credentials`] reads the password file at every (re)connection; [`tls`] builds the
+//!   rustls configuration for `rediss://`.
 //! - [`probe`]: the only code that talks to Redis; the check loop publishes [`health::Snapshot`]s.
 //! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
 //!   endpoint answers.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod probe;
 pub mod process;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

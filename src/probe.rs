@@ -236,16 +236,36 @@ fn describe(error: &Error) -> String {
     if details.is_empty() {
         return error.kind().to_str().to_owned();
     }
-    io_message(details).unwrap_or(details).to_owned()
+    let message = io_message(details).unwrap_or(details);
+    // rustls errors arrive as their Debug names; say what they are.
+    if let Some(inner) = message
+        .strip_prefix("InvalidCertificate(")
+        .and_then(|m| m.strip_suffix(')'))
+    {
+        format!("TLS: invalid server certificate: {inner}")
+    } else if let Some(inner) = message
+        .strip_prefix("AlertReceived(")
+        .and_then(|m| m.strip_suffix(')'))
+    {
+        format!("TLS: the server refused the handshake: {inner}")
+    } else {
+        message.to_owned()
+    }
 }
 
 /// fred carries I/O errors as their `Debug` text (`Os { code: 111, kind: ConnectionRefused,
-/// message: "Connection refused" }`): keep the human part.
+/// message: "Connection refused" }`, `Custom { kind: InvalidData, error: AlertReceived(..) }`):
+/// keep the human part.
 fn io_message(details: &str) -> Option<&str> {
-    ["message: \"", "error: \""].iter().find_map(|key| {
+    let quoted = ["message: \"", "error: \""].iter().find_map(|key| {
         let start = details.find(key)? + key.len();
         let len = details[start..].find('"')?;
         Some(&details[start..start + len])
+    });
+    quoted.or_else(|| {
+        let rest = details.strip_prefix("Custom { kind: ")?;
+        rest.get(rest.find(", error: ")? + ", error: ".len()..)?
+            .strip_suffix(" }")
     })
 }
 
@@ -382,6 +402,16 @@ mod tests {
             Some("failed to lookup address information: Name or service not known")
         );
         assert_eq!(io_message("WRONGPASS invalid username-password pair"), None);
+        let tls = "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }";
+        assert_eq!(
+            describe(&Error::new(ErrorKind::IO, tls)),
+            "TLS: invalid server certificate: UnknownIssuer"
+        );
+        let alert = "Custom { kind: InvalidData, error: AlertReceived(CertificateRequired) }";
+        assert_eq!(
+            describe(&Error::new(ErrorKind::IO, alert)),
+            "TLS: the server refused the handshake: CertificateRequired"
+        );
         let e = Error::new(ErrorKind::IO, refused);
         assert_eq!(describe(&e), "Connection refused");
         assert_eq!(

@@ -100,7 +100,7 @@ proptest! {
     #[test]
     fn a_password_in_a_query_parameter_is_redacted(password in "[A-Za-z0-9]{8,24}") {
         let url = format!("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=m&sentinelPassword={password}");
-        let target = redis_healthd::config::RedisTarget::new(&url, None, None);
+        let target = redis_healthd::config::RedisTarget::new(&url, None, None, &Default::default(), None);
         if let Ok(target) = target {
             prop_assert!(!target.redacted().contains(&password));
             let debug = format!("{target:?}");
