@@ -421,15 +421,28 @@ impl Drop for DaemonProcess {
     }
 }
 
-/// Runs the binary to completion: (exit code, stdout, stderr).
+/// Runs the binary to completion (killed after 20 s: a command expected to exit must not
+/// hang the suite): (exit code, stdout, stderr).
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let out = Command::new(binary())
+    let mut child = Command::new(binary())
         .args(args)
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run redis-healthd");
+    let started = Instant::now();
+    while child.try_wait().expect("wait for redis-healthd").is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-healthd {args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("collect redis-healthd output");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string(),
