@@ -7,7 +7,6 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{wait_until, Daemon, RedisServer};
@@ -201,13 +200,7 @@ fn cpu_time(pid: u32) -> Duration {
 #[test]
 fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
     let redis = RedisServer::start();
-    let mut command = Command::new(support::binary());
-    command
-        .args(["--redis-url", &redis.url(), "--listen", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut command = support::command(&["--redis-url", &redis.url(), "--listen", "127.0.0.1:0"], &[]);
     // SAFETY: setrlimit is async-signal-safe; it only lowers this child's own limit.
     unsafe {
         command.pre_exec(|| {

@@ -341,19 +341,25 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_redis-healthd")
 }
 
+/// The built binary with these arguments and environment (RUST_LOG only if given), stdin
+/// closed, stdout and stderr piped.
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 impl DaemonProcess {
     /// Spawns `redis-healthd --listen 127.0.0.1:0 <flags>` and waits for its "serving" log line.
     pub fn spawn(flags: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(flags)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn redis-healthd");
+        let args: Vec<&str> = ["--listen", "127.0.0.1:0"].iter().chain(flags).copied().collect();
+        let mut child = command(&args, env).spawn().expect("spawn redis-healthd");
         let log = Arc::new(Mutex::new(String::new()));
         for pipe in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
@@ -424,15 +430,7 @@ impl Drop for DaemonProcess {
 /// Runs the binary to completion (killed after 20 s: a command expected to exit must not
 /// hang the suite): (exit code, stdout, stderr).
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(binary())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run redis-healthd");
+    let mut child = command(args, env).spawn().expect("run redis-healthd");
     let started = Instant::now();
     while child.try_wait().expect("wait for redis-healthd").is_none() {
         if started.elapsed() > Duration::from_secs(20) {
