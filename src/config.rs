@@ -152,6 +152,8 @@ pub struct RedisTarget {
     password_file: Option<PasswordFile>,
     /// The URL with every secret replaced by `***`: safe for logs, JSON and errors.
     redacted: String,
+    /// `Some(tls)` when Redis is found through Sentinel.
+    sentinel: Option<bool>,
 }
 
 impl RedisTarget {
@@ -171,13 +173,16 @@ impl RedisTarget {
         })?;
         let redacted = redact(&parsed);
         let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
-        let tls_url = matches!(parsed.scheme(), "rediss" | "valkeys");
+        let tls_url = matches!(parsed.scheme(), "rediss" | "valkeys" | "rediss-sentinel");
+        let sentinel = matches!(parsed.scheme(), "redis-sentinel" | "rediss-sentinel");
         match parsed.scheme() {
             "redis" | "valkey" | "redis+unix" | "valkey+unix" | "rediss" | "valkeys" => {}
+            "redis-sentinel" | "rediss-sentinel" => {}
             other => {
                 return Err(ConfigError(format!(
-                "--redis-url: unsupported scheme {other:?} in {redacted}; expected redis:// or redis+unix://"
-            )))
+                    "--redis-url: unsupported scheme {other:?} in {redacted}; expected redis://, \
+                     rediss://, redis+unix:// or redis-sentinel://"
+                )))
             }
         }
         if unix && matches!(parsed.path(), "" | "/") {
@@ -215,6 +220,7 @@ impl RedisTarget {
             client,
             password_file,
             redacted,
+            sentinel: sentinel.then_some(tls_url),
         })
     }
 
@@ -231,6 +237,22 @@ impl RedisTarget {
     /// The URL with secrets replaced by `***`.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// The `componentId` of the checked server: the redacted URL, or through Sentinel the
+    /// master it resolved (`redis://host:port`) once connected.
+    pub fn component_id(&self, connected: Option<&fred::prelude::Server>) -> String {
+        match (self.sentinel, connected) {
+            (Some(tls), Some(master)) => {
+                format!(
+                    "{}://{}:{}",
+                    if tls { "rediss" } else { "redis" },
+                    master.host,
+                    master.port
+                )
+            }
+            _ => self.redacted.clone(),
+        }
     }
 }
 

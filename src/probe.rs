@@ -39,6 +39,8 @@ pub struct Probe {
     trust_error_for: Duration,
     /// Connection-level errors and failed reconnect attempts since start (a metric).
     connection_errors: Counter,
+    /// The server of the latest connection (through Sentinel: the master it resolved).
+    connected_to: Option<Server>,
 }
 
 /// A connection event from the client.
@@ -92,6 +94,7 @@ impl Probe {
             connection_error: None,
             trust_error_for: config.interval,
             connection_errors,
+            connected_to: None,
         })
     }
 
@@ -205,6 +208,7 @@ impl Probe {
             Ok(server) => {
                 debug!(server = %server, "redis connected");
                 self.connection_error = None;
+                self.connected_to = Some(server);
                 Event::Connected
             }
             Err(broadcast::error::RecvError::Lagged(_)) => Event::Connected,
@@ -338,7 +342,7 @@ pub async fn run(
             checks: vec![NamedCheck {
                 name: CHECK_NAME,
                 components: vec![Component {
-                    id: config.redis.redacted().to_owned(),
+                    id: config.redis.component_id(probe.connected_to.as_ref()),
                     kind: "datastore",
                     state,
                 }],

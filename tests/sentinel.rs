@@ -1,0 +1,120 @@
+//! Redis behind Sentinel: one master, one replica, one sentinel (quorum 1), all real. The check
+//! reports the master it resolved, and after the master is killed the verdict comes back on the
+//! promoted replica within the failover time plus one interval.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{free_port, start_fast, wait_until, RedisServer, INTERVAL};
+
+/// How long Sentinel waits before it calls the master down.
+const DOWN_AFTER: Duration = Duration::from_millis(1000);
+
+/// A sentinel process (`redis-server --sentinel`), killed on drop.
+struct Sentinel {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = support::write_file(
+            dir.path(),
+            "sentinel.conf",
+            &format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster {}\nsentinel failover-timeout mymaster 5000\n",
+                DOWN_AFTER.as_millis()
+            ),
+        );
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server --sentinel");
+        let sentinel = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        wait_until(
+            Duration::from_secs(10),
+            "sentinel knows the master and its replica",
+            || {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "SENTINEL", "REPLICAS", "mymaster"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("slave")
+            },
+        );
+        sentinel
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
+    let mut master = RedisServer::start();
+    let master_port = master.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+    wait_until(Duration::from_secs(10), "the replica in sync", || {
+        master.info_number(&["replication"], "connected_slaves") == 1
+    });
+    let sentinel = Sentinel::start(master.port);
+    let url = format!(
+        "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
+        sentinel.port
+    );
+    let daemon = start_fast(&url, &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let component = |d: &support::Daemon| {
+        d.get("/health").json()["checks"]["redis:responseTime"][0]["componentId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(component(&daemon), format!("redis://127.0.0.1:{}", master.port));
+
+    master.kill();
+    let killed = Instant::now();
+    daemon.wait_for("/readyz", 503, support::DETECT);
+    let promoted = format!("redis://127.0.0.1:{}", replica.port);
+    let is_master = || {
+        let role = Command::new("redis-cli")
+            .args(["-p", &replica.port.to_string(), "ROLE"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&role.stdout).starts_with("master")
+    };
+    let mut promoted_at = None;
+    wait_until(Duration::from_secs(20), "ready on the promoted replica", || {
+        if promoted_at.is_none() && is_master() {
+            promoted_at = Some(killed.elapsed());
+        }
+        daemon.status("/readyz") == 200 && component(&daemon) == promoted
+    });
+    let back = killed.elapsed();
+    let promoted_at = promoted_at.unwrap_or(back);
+    println!("sentinel switched master {promoted_at:?} after the kill; daemon ready on it after {back:?}");
+    // Sentinel's own failover (down-after, election, promotion) takes a few seconds; the
+    // daemon follows within an interval (plus a reconnect delay) of the promotion.
+    assert!(
+        back <= promoted_at + INTERVAL + support::RECONNECT + support::SLACK,
+        "{back:?} vs {promoted_at:?}"
+    );
+}
