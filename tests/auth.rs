@@ -70,30 +70,13 @@ fn a_rotated_password_file_is_used_at_the_next_reconnection() {
     // daemon's connection; it must log in again with the new secret.
     let errors_before = support::metric(daemon.addr, "redis_healthd_connection_errors_total ");
     write_file(redis.dir(), "password", "second-secret\n");
-    let status = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "-a",
-            "first-secret",
-            "--no-auth-warning",
-        ])
-        .args(["CONFIG", "SET", "requirepass", "second-secret"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "OK");
-    let killed = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "-a",
-            "second-secret",
-            "--no-auth-warning",
-        ])
-        .args(["CLIENT", "KILL", "TYPE", "normal"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&killed.stdout).trim(), "1");
+    let set = redis.cli_as(
+        Some("first-secret"),
+        &["CONFIG", "SET", "requirepass", "second-secret"],
+    );
+    assert_eq!(set, "OK");
+    let killed = redis.cli_as(Some("second-secret"), &["CLIENT", "KILL", "TYPE", "normal"]);
+    assert_eq!(killed, "1");
     wait_until(Duration::from_secs(3), "the dropped connection seen", || {
         support::metric(daemon.addr, "redis_healthd_connection_errors_total ") > errors_before
     });

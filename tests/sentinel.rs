@@ -94,13 +94,7 @@ fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
     let killed = Instant::now();
     daemon.wait_for("/readyz", 503, support::DETECT);
     let promoted = format!("redis://127.0.0.1:{}", replica.port);
-    let is_master = || {
-        let role = Command::new("redis-cli")
-            .args(["-p", &replica.port.to_string(), "ROLE"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&role.stdout).starts_with("master")
-    };
+    let is_master = || replica.cli(&["ROLE"]).starts_with("master");
     let mut promoted_at = None;
     wait_until(Duration::from_secs(20), "ready on the promoted replica", || {
         if promoted_at.is_none() && is_master() {
@@ -110,11 +104,11 @@ fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
     });
     let back = killed.elapsed();
     let promoted_at = promoted_at.unwrap_or(back);
-    println!("sentinel switched master {promoted_at:?} after the kill; daemon ready on it after {back:?}");
-    // Sentinel's own failover (down-after, election, promotion) takes a few seconds. After
-    // Sentinel answers with the new master, fred has been seen to keep dialing the old one for
-    // about a second (debug log: "Connection refused" every 50 ms, then connected); until that
-    // is explained the bound is three intervals plus slack.
+    println!("replica promoted {promoted_at:?} after the kill; daemon ready on it after {back:?}");
+    // Sentinel's own failover (down-after, election, promotion) takes a few seconds. After the
+    // replica is promoted, fred has been seen to keep dialing the old master for about a second
+    // (debug log: "Connection refused" every 50 ms, then connected); until that is explained
+    // the bound is three intervals plus slack after the promotion.
     assert!(
         back <= promoted_at + INTERVAL * 3 + support::SLACK,
         "{back:?} vs {promoted_at:?}"

@@ -148,8 +148,17 @@ impl RedisServer {
 
     /// Runs one command through redis-cli and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        self.cli_as(None, args)
+    }
+
+    /// [`cli`](Self::cli), logged in with `password` when Redis requires one.
+    pub fn cli_as(&self, password: Option<&str>, args: &[&str]) -> String {
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(password) = password {
+            command.args(["-a", password, "--no-auth-warning"]);
+        }
+        let out = command
             .args(args)
             .output()
             .expect("run redis-cli (apt-get install redis-tools)");
