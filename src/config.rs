@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::credentials::PasswordFile;
 use crate::tls::TlsFiles;
-use fred::prelude::ServerConfig;
+use fred::prelude::{Server, ServerConfig};
 
 /// The default `--listen` address, shared by the daemon and the `check` subcommand.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8558";
@@ -152,8 +152,21 @@ pub struct RedisTarget {
     password_file: Option<PasswordFile>,
     /// The URL with every secret replaced by `***`: safe for logs, JSON and errors.
     redacted: String,
-    /// `Some(tls)` when Redis is found through Sentinel.
-    sentinel: Option<bool>,
+    /// How Redis is found.
+    topology: Topology,
+    /// `rediss://` and friends: TLS to every server.
+    tls: bool,
+}
+
+/// How the URL says Redis is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Topology {
+    /// One server (TCP or a Unix socket).
+    Standalone,
+    /// The master named by Sentinel.
+    Sentinel,
+    /// Every primary of a Redis Cluster, found from seed nodes.
+    Cluster,
 }
 
 impl RedisTarget {
@@ -173,18 +186,21 @@ impl RedisTarget {
         })?;
         let redacted = redact(&parsed);
         let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
-        let tls_url = matches!(parsed.scheme(), "rediss" | "valkeys" | "rediss-sentinel");
-        let sentinel = matches!(parsed.scheme(), "redis-sentinel" | "rediss-sentinel");
-        match parsed.scheme() {
-            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "rediss" | "valkeys" => {}
-            "redis-sentinel" | "rediss-sentinel" => {}
+        let tls_url = matches!(
+            parsed.scheme(),
+            "rediss" | "valkeys" | "rediss-sentinel" | "rediss-cluster"
+        );
+        let topology = match parsed.scheme() {
+            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "rediss" | "valkeys" => Topology::Standalone,
+            "redis-sentinel" | "rediss-sentinel" => Topology::Sentinel,
+            "redis-cluster" | "rediss-cluster" => Topology::Cluster,
             other => {
                 return Err(ConfigError(format!(
                     "--redis-url: unsupported scheme {other:?} in {redacted}; expected redis://, \
-                     rediss://, redis+unix:// or redis-sentinel://"
+                     rediss://, redis+unix://, redis-sentinel:// or redis-cluster://"
                 )))
             }
-        }
+        };
         if unix && matches!(parsed.path(), "" | "/") {
             return Err(ConfigError(format!("--redis-url: no socket path in {redacted}")));
         }
@@ -205,8 +221,16 @@ impl RedisTarget {
         if tls_url && tls.any() {
             client.tls = Some(tls.client_config()?);
         }
-        if let (Some(name), ServerConfig::Centralized { server }) = (tls_server_name, &mut client.server) {
-            server.tls_server_name = Some(name.into());
+        if let Some(name) = tls_server_name {
+            match &mut client.server {
+                ServerConfig::Centralized { server } => server.tls_server_name = Some(name.into()),
+                ServerConfig::Clustered { hosts, .. } => {
+                    for host in hosts {
+                        host.tls_server_name = Some(name.into());
+                    }
+                }
+                _ => {}
+            }
         }
         let password_file = password_file
             .map(|path| PasswordFile::new(path, client.username.clone()))
@@ -220,7 +244,8 @@ impl RedisTarget {
             client,
             password_file,
             redacted,
-            sentinel: sentinel.then_some(tls_url),
+            topology,
+            tls: tls_url,
         })
     }
 
@@ -241,18 +266,41 @@ impl RedisTarget {
 
     /// The `componentId` of the checked server: the redacted URL, or through Sentinel the
     /// master it resolved (`redis://host:port`) once connected.
-    pub fn component_id(&self, connected: Option<&fred::prelude::Server>) -> String {
-        match (self.sentinel, connected) {
-            (Some(tls), Some(master)) => {
-                format!(
-                    "{}://{}:{}",
-                    if tls { "rediss" } else { "redis" },
-                    master.host,
-                    master.port
-                )
-            }
+    pub fn component_id(&self, connected: Option<&Server>) -> String {
+        match (self.topology, connected) {
+            (Topology::Sentinel, Some(master)) => self.server_url(master),
             _ => self.redacted.clone(),
         }
+    }
+
+    /// A server as `redis://host:port` (`rediss://` over TLS): no credentials.
+    pub fn server_url(&self, server: &Server) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        if server.host.contains(':') {
+            format!("{scheme}://[{}]:{}", server.host, server.port)
+        } else {
+            format!("{scheme}://{}:{}", server.host, server.port)
+        }
+    }
+
+    /// The seed nodes of a Redis Cluster URL; `None` for any other kind of URL.
+    pub fn cluster_seeds(&self) -> Option<Vec<Server>> {
+        match (&self.client.server, self.topology) {
+            (ServerConfig::Clustered { hosts, .. }, Topology::Cluster) => Some(hosts.clone()),
+            _ => None,
+        }
+    }
+
+    /// The client configuration for one node of a cluster: credentials and TLS of the URL,
+    /// `--tls-server-name` if given.
+    pub fn node_config(&self, node: &Server) -> fred::prelude::Config {
+        let mut server = node.clone();
+        if let ServerConfig::Clustered { hosts, .. } = &self.client.server {
+            server.tls_server_name = hosts.first().and_then(|h| h.tls_server_name.clone());
+        }
+        let mut config = self.client.clone();
+        config.server = ServerConfig::Centralized { server };
+        config
     }
 }
 
@@ -322,18 +370,28 @@ impl Config {
                 humantime::format_duration(args.interval + args.timeout)
             )));
         }
+        let redis = RedisTarget::new(
+            &args.redis_url,
+            args.redis_username.as_deref(),
+            args.redis_password_file.as_deref(),
+            &TlsFiles {
+                ca: args.tls_ca_file.clone(),
+                cert: args.tls_cert_file.clone(),
+                key: args.tls_key_file.clone(),
+            },
+            args.tls_server_name.as_deref(),
+        )?;
+        // A cluster check reads the topology before PINGing the primaries: two budgets at worst.
+        if redis.topology == Topology::Cluster && max_age < args.interval + args.timeout * 2 {
+            return Err(ConfigError(format!(
+                "--max-age ({}) must be at least --interval + 2 × --timeout ({}) for a cluster, \
+                 or a slow topology read makes the verdict stale",
+                humantime::format_duration(max_age),
+                humantime::format_duration(args.interval + args.timeout * 2)
+            )));
+        }
         Ok(Self {
-            redis: RedisTarget::new(
-                &args.redis_url,
-                args.redis_username.as_deref(),
-                args.redis_password_file.as_deref(),
-                &TlsFiles {
-                    ca: args.tls_ca_file.clone(),
-                    cert: args.tls_cert_file.clone(),
-                    key: args.tls_key_file.clone(),
-                },
-                args.tls_server_name.as_deref(),
-            )?,
+            redis,
             listen: args.listen,
             interval: args.interval,
             timeout: args.timeout,
@@ -444,6 +502,62 @@ mod tests {
     }
 
     #[test]
+    fn cluster_urls_name_their_seeds() {
+        let config = parse(&[
+            "--redis-url",
+            "rediss-cluster://app:hunter2@10.0.0.1:7000?node=10.0.0.2:7001&node=10.0.0.3:7002",
+            "--tls-server-name",
+            "redis.internal",
+        ])
+        .unwrap();
+        let seeds = config.redis.cluster_seeds().unwrap();
+        let mut seeds: Vec<String> = seeds.iter().map(|s| config.redis.server_url(s)).collect();
+        seeds.sort();
+        assert_eq!(
+            seeds,
+            [
+                "rediss://10.0.0.1:7000",
+                "rediss://10.0.0.2:7001",
+                "rediss://10.0.0.3:7002"
+            ]
+        );
+        let node = config.redis.node_config(&Server::new("10.0.0.9", 7009));
+        match &node.server {
+            ServerConfig::Centralized { server } => {
+                assert_eq!(server.port, 7009);
+                assert_eq!(server.tls_server_name.as_deref(), Some("redis.internal"));
+            }
+            other => panic!("a node is one server, not {other:?}"),
+        }
+        assert_eq!(
+            (node.username.as_deref(), node.password.as_deref()),
+            (Some("app"), Some("hunter2"))
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(parse(&["--redis-url", "redis://10.0.0.1"])
+            .unwrap()
+            .redis
+            .cluster_seeds()
+            .is_none());
+        let err = parse(&[
+            "--redis-url",
+            "redis-cluster://h",
+            "--interval",
+            "1s",
+            "--timeout",
+            "500ms",
+            "--max-age",
+            "1500ms",
+        ])
+        .err()
+        .unwrap();
+        assert!(
+            err.starts_with("--max-age (1s 500ms) must be at least --interval + 2 × --timeout (2s)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn thresholds_start_at_one() {
         let err = parse(&["--failure-threshold", "0"]).err().unwrap();
         assert!(err.contains("--failure-threshold"), "{err}");
@@ -453,7 +567,7 @@ mod tests {
     fn non_redis_schemes_are_refused_without_leaking_the_password() {
         for url in [
             "http://u:hunter2@host:6379",
-            "redis-cluster://:hunter2@host:6380",
+            "redis-clusters://:hunter2@host:6380",
             "hunter2",
         ] {
             let err = parse(&["--redis-url", url]).err().unwrap();

@@ -193,16 +193,22 @@ impl Verdict {
         self.checks.iter().flat_map(|c| c.components.iter())
     }
 
-    /// The top-level `output`: every non-pass component's reason, `check: reason; ...`.
-    fn output(&self) -> Option<String> {
+    /// The top-level `output`: every non-pass component's reason, `check: reason; ...`, with
+    /// the component named where a check has several (`check componentId: reason`).
+    pub fn output(&self) -> Option<String> {
         let reasons: Vec<String> = self
             .checks
             .iter()
             .flat_map(|check| {
-                check
-                    .components
-                    .iter()
-                    .filter_map(move |c| c.state.output.as_ref().map(|o| format!("{}: {o}", check.name)))
+                let several = check.components.len() > 1;
+                check.components.iter().filter_map(move |c| {
+                    let output = c.state.output.as_ref()?;
+                    Some(if several {
+                        format!("{} {}: {output}", check.name, c.id)
+                    } else {
+                        format!("{}: {output}", check.name)
+                    })
+                })
             })
             .collect();
         (!reasons.is_empty()).then(|| reasons.join("; "))
@@ -615,5 +621,44 @@ mod tests {
             (Some(2.0), &"ms".into())
         );
         assert!(doc.get("output").is_none() && entry.get("output").is_none());
+    }
+
+    #[test]
+    fn several_components_are_named_in_the_output_and_the_worst_wins() {
+        let node = |id: &str, outcome: Outcome| Component {
+            id: id.into(),
+            kind: "datastore",
+            state: Tracker::new(T).observe(outcome),
+        };
+        let verdict = Verdict {
+            checks: vec![NamedCheck {
+                name: "redis:responseTime",
+                components: vec![
+                    node("redis://10.0.0.1:6379", ok(1)),
+                    node("redis://10.0.0.2:6379", err("Connection refused")),
+                    node("redis://10.0.0.3:6379", ok(150)),
+                ],
+            }],
+        };
+        assert_eq!(verdict.status(), Status::Fail);
+        let doc: serde_json::Value = serde_json::from_slice(&render_document(&verdict, "d")).unwrap();
+        assert_eq!(
+            doc["output"],
+            "redis:responseTime redis://10.0.0.2:6379: Connection refused; \
+             redis:responseTime redis://10.0.0.3:6379: slow PONG: 150ms is over the warn latency 100ms"
+        );
+        let entries = doc["checks"]["redis:responseTime"].as_array().unwrap();
+        let statuses: Vec<_> = entries
+            .iter()
+            .map(|e| (&e["componentId"], &e["status"]))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                (&"redis://10.0.0.1:6379".into(), &"pass".into()),
+                (&"redis://10.0.0.2:6379".into(), &"fail".into()),
+                (&"redis://10.0.0.3:6379".into(), &"warn".into()),
+            ]
+        );
     }
 }

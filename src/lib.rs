@@ -4,7 +4,9 @@
 //! - [`config`]: the command line (flags with env twins), validation, redaction of secrets;
 //!   [`credentials`] reads the password file at every (re)connection; [`tls`] builds the
 //!   rustls configuration for `rediss://`.
-//! - [`probe`]: the only code that talks to Redis; the check loop publishes [`health::Snapshot`]s.
+//! - [`probe`]: the check loop, which publishes [`health::Snapshot`]s; [`connection`] is the
+//!   only code that talks to Redis (one fred client per server), [`cluster`] keeps one per
+//!   node of a Redis Cluster and reads its topology.
 //! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
 //!   endpoint answers.
 //! - [`http`]: the accept loop and `route`, answering from the latest snapshot.
@@ -17,7 +19,9 @@
 //! with max-age.
 
 pub mod check;
+pub mod cluster;
 pub mod config;
+pub mod connection;
 pub mod credentials;
 pub mod health;
 pub mod http;

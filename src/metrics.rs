@@ -89,7 +89,11 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ProcessCollector::new()));
         let sub = registry.sub_registry_with_prefix("redis_healthd");
-        sub.register("up", "1 if the last PING got PONG, else 0", up.clone());
+        sub.register(
+            "up",
+            "1 if the last check passed (for a cluster: on every primary), else 0",
+            up.clone(),
+        );
         sub.register(
             "ready",
             "1 if /readyz would answer 200 now (thresholds, staleness and shutdown applied)",
@@ -110,7 +114,7 @@ impl Metrics {
         );
         sub.register(
             "consecutive_failures",
-            "Failed checks in a row (0 after a pass)",
+            "Failed checks in a row (0 after a pass; for a cluster, the most of any node)",
             consecutive_failures.clone(),
         );
         sub.register_with_unit(
@@ -155,24 +159,36 @@ impl Metrics {
         self.connection_errors.clone()
     }
 
-    /// Records one check's outcome (the component's state after it).
-    pub fn record(&self, state: &ComponentState) {
-        let result = match (&state.outcome.result, state.latest) {
-            (Ok(_), Status::Warn) => "warn",
-            (Ok(_), _) => "pass",
-            (Err(Failure::Timeout(_)), _) => "timeout",
-            (Err(Failure::Error(_)), _) => "fail",
-        };
-        self.checks.get_or_create(&CheckLabels { result }).inc();
-        self.up.set(i64::from(state.outcome.result.is_ok()));
-        if let Ok(rtt) = state.outcome.result {
-            self.ping_duration.observe(rtt.as_secs_f64());
+    /// Records one check: the state of each component after it (one, or one per cluster node).
+    pub fn record<'a>(&self, states: impl IntoIterator<Item = &'a ComponentState>) {
+        let mut checked = 0;
+        let mut passed = 0;
+        let mut failures = 0;
+        let mut at = None;
+        for state in states {
+            let result = match (&state.outcome.result, state.latest) {
+                (Ok(_), Status::Warn) => "warn",
+                (Ok(_), _) => "pass",
+                (Err(Failure::Timeout(_)), _) => "timeout",
+                (Err(Failure::Error(_)), _) => "fail",
+            };
+            self.checks.get_or_create(&CheckLabels { result }).inc();
+            if let Ok(rtt) = state.outcome.result {
+                self.ping_duration.observe(rtt.as_secs_f64());
+                passed += 1;
+            }
+            checked += 1;
+            failures = failures.max(state.consecutive_failures);
+            at = at.max(Some(state.outcome.at));
         }
-        self.consecutive_failures
-            .set(i64::from(state.consecutive_failures));
-        self.last_check.set(epoch_seconds(state.outcome.at));
-        if let Some(at) = state.last_success {
-            self.last_success.set(epoch_seconds(at));
+        let all_passed = checked > 0 && passed == checked;
+        self.up.set(i64::from(all_passed));
+        self.consecutive_failures.set(i64::from(failures));
+        if let Some(at) = at {
+            self.last_check.set(epoch_seconds(at));
+            if all_passed {
+                self.last_success.set(epoch_seconds(at));
+            }
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -272,11 +288,11 @@ mod tests {
     #[test]
     fn classic_and_openmetrics_encodings() {
         let metrics = Metrics::new(Duration::from_millis(500));
-        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
-        metrics.record(&state(
+        metrics.record([&state(Ok(Duration::from_micros(250)), Status::Pass)]);
+        metrics.record([&state(
             Err(Failure::Timeout(Duration::from_millis(500))),
             Status::Fail,
-        ));
+        )]);
         let (classic, content_type) = metrics.encode(false, true);
         let classic = String::from_utf8(classic.to_vec()).unwrap();
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
@@ -321,7 +337,7 @@ mod tests {
         assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes are served again");
         let (not_ready, _) = metrics.encode(false, false);
         assert!(String::from_utf8_lossy(&not_ready).contains("redis_healthd_ready 0"));
-        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
+        metrics.record([&state(Ok(Duration::from_micros(250)), Status::Pass)]);
         let (after_check, _) = metrics.encode(false, false);
         assert!(
             String::from_utf8_lossy(&after_check).contains("redis_healthd_checks_total{result=\"pass\"} 1")

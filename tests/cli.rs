@@ -25,7 +25,10 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--log-format", "xml"], "--log-format"),
         (&["--redis-password-file", password_file], "--redis-password-file"),
         (&["--redis-url", "http://127.0.0.1:6379"], "--redis-url"),
-        (&["--redis-url", "redis-cluster://127.0.0.1:6380"], "--redis-url"),
+        (
+            &["--redis-url", "redis-cluster://127.0.0.1:6380?node=10.0.0.2"],
+            "--redis-url",
+        ),
         (&["--tls-ca-file", "/etc/hostname"], "--tls"),
         (&["--redis-url", "not a url"], "--redis-url"),
         (&["--no-such-flag"], "--no-such-flag"),

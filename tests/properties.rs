@@ -32,7 +32,7 @@ fn outputs(config: &Config) -> Vec<String> {
         result: Err(Failure::Error("WRONGPASS invalid username-password pair".into())),
     });
     let metrics = Metrics::new(config.timeout);
-    metrics.record(&state);
+    metrics.record([&state]);
     let verdict = Verdict {
         checks: vec![NamedCheck {
             name: "redis:responseTime",

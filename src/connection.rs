@@ -1,0 +1,388 @@
+//! One long-lived fred client to one Redis server (or one Sentinel-resolved master): a bounded
+//! reconnect policy, the connection events that trigger early checks, the real reason behind a
+//! failure, and commands bounded by the check budget. The probe holds one; a cluster holds one
+//! per node.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use fred::prelude::{
+    Builder, Client, ClientLike, Error, ErrorKind, EventInterface, FromValue, Options, ReconnectPolicy,
+    Server,
+};
+use fred::types::{ClusterHash, CustomCommand};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::broadcast;
+use tracing::debug;
+
+use crate::config::Config;
+use crate::health::{Failure, Outcome};
+
+/// A connection event from the client.
+pub enum Event {
+    /// A connection was made.
+    Connected,
+    /// The first error since the last connection: the connection was lost (or never made).
+    Lost,
+    /// Another failed reconnect attempt during an outage already known.
+    StillDown,
+    /// The client quit; no more events.
+    Closed,
+}
+
+/// One fred client and what it has said about its connection.
+pub struct Connection {
+    client: Client,
+    /// Per-command options: fred's own timeout (a bare `tokio::time::timeout` would leave
+    /// timed-out commands queued in the client, to burst onto Redis later), one attempt, fail at
+    /// once while disconnected.
+    options: Options,
+    budget: Duration,
+    errors: broadcast::Receiver<(Error, Option<Server>)>,
+    reconnects: broadcast::Receiver<Server>,
+    /// True once the client has reported its first attempt, made or failed.
+    settled: bool,
+    /// The latest connection-level error and when it came, cleared when a connection is made:
+    /// the real reason behind fred's generic "Connection closed unexpectedly".
+    connection_error: Option<(String, Instant)>,
+    /// How long a connection error is trusted to mean "down" without a PING.
+    trust_error_for: Duration,
+    /// Connection-level errors and failed reconnect attempts since start (a metric).
+    connection_errors: Counter,
+    /// The server of the latest connection (through Sentinel: the master it resolved).
+    connected_to: Option<Server>,
+}
+
+impl Connection {
+    /// Builds the client for `client_config` and starts connecting in the background; never
+    /// waits for Redis.
+    pub fn start(
+        config: &Config,
+        mut client_config: fred::prelude::Config,
+        connection_errors: Counter,
+    ) -> anyhow::Result<Self> {
+        // fail_fast = false keeps the client reconnecting when Redis is down at start.
+        client_config.fail_fast = false;
+        let delay = config.reconnect_delay();
+        let mut policy = ReconnectPolicy::new_constant(0, millis_u32(delay));
+        // A little jitter so a fleet of sidecars does not reconnect in lockstep.
+        policy.set_jitter(millis_u32(delay / 5));
+        let timeout = config.timeout;
+        let client = Builder::from_config(client_config)
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout;
+                c.internal_command_timeout = timeout;
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .set_policy(policy)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the Redis client: {}", e.details()))?;
+        let errors = client.error_rx();
+        let reconnects = client.reconnect_rx();
+        // The task ends when the client quits; the probe never needs its result.
+        drop(client.connect());
+        Ok(Self {
+            client,
+            options: Options {
+                timeout: Some(timeout),
+                fail_fast: true,
+                max_attempts: Some(1),
+                ..Default::default()
+            },
+            budget: timeout,
+            errors,
+            reconnects,
+            settled: false,
+            connection_error: None,
+            trust_error_for: config.interval,
+            connection_errors,
+            connected_to: None,
+        })
+    }
+
+    /// PINGs once: `PONG` within the budget passes, anything else fails with the real reason.
+    /// With `cluster_info`, `CLUSTER INFO` goes out alongside and a `cluster_state` other than
+    /// `ok` fails the check too (a node of a failing cluster still answers PONG).
+    ///
+    /// While the client knows the connection is down (a connection error since the last
+    /// connect), the check fails at once with that error: fred would otherwise queue the PING
+    /// until its next reconnect attempt and the crash would show only as a timeout.
+    pub async fn check_once(&mut self, cluster_info: bool) -> Outcome {
+        let at = SystemTime::now();
+        if let Some(failure) = self.known_failure().await {
+            return Outcome {
+                at,
+                result: Err(failure),
+            };
+        }
+        let started = Instant::now();
+        let client = self.client.with_options(&self.options);
+        let ping = async {
+            let reply = client.ping::<String>(None).await;
+            (reply, started.elapsed())
+        };
+        let info = async {
+            if cluster_info {
+                Some(self.query::<String>("CLUSTER", &["INFO"]).await)
+            } else {
+                None
+            }
+        };
+        // fred's own timeout ends each command; this outer one (twice the budget) is only a
+        // backstop, so that no fault inside the client can ever wedge the check loop.
+        let replies = tokio::time::timeout(self.budget * 2, async { tokio::join!(ping, info) }).await;
+        // The reason for a failed PING often arrives as a connection error at the same moment.
+        self.drain_events();
+        let ((reply, elapsed), info) = replies.unwrap_or_else(|_| {
+            let backstop = || Err(Error::new(ErrorKind::Timeout, "backstop timeout"));
+            ((backstop(), self.budget * 2), None)
+        });
+        let result = match reply {
+            Ok(pong) if pong == "PONG" => {
+                match info.map(|i| i.map(|text| crate::cluster::state_problem(&text))) {
+                    Some(Ok(Some(problem))) => Err(Failure::Error(problem)),
+                    Some(Err(reason)) => Err(Failure::Error(format!("CLUSTER INFO failed: {reason}"))),
+                    Some(Ok(None)) | None => Ok(elapsed),
+                }
+            }
+            Ok(other) => Err(Failure::Error(format!(
+                "unexpected reply to PING: {:?}",
+                other.chars().take(64).collect::<String>()
+            ))),
+            Err(e) if *e.kind() == ErrorKind::Timeout => Err(Failure::Timeout(self.budget)),
+            Err(e) => Err(Failure::Error(self.reason(&e))),
+        };
+        Outcome { at, result }
+    }
+
+    /// Runs one command under the check budget; a failure reads as its real reason.
+    pub async fn query<R: FromValue>(
+        &self,
+        command: &'static str,
+        args: &[&'static str],
+    ) -> Result<R, String> {
+        let command = CustomCommand::new_static(command, ClusterHash::FirstKey, false);
+        let client = self.client.with_options(&self.options);
+        match tokio::time::timeout(self.budget * 2, client.custom::<R, _>(command, args.to_vec())).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(Failure::Timeout(self.budget).to_string()),
+            Ok(Err(e)) => Err(self.reason(&e)),
+            Err(_) => Err(Failure::Timeout(self.budget).to_string()),
+        }
+    }
+
+    /// Why a check must fail without asking Redis, if it must: the client reported the
+    /// connection down less than an interval ago. Before the client's first attempt is known,
+    /// waits for it (bounded by the budget) so start-up does not report "not connected yet".
+    async fn known_failure(&mut self) -> Option<Failure> {
+        self.settle().await;
+        self.drain_events();
+        match &self.connection_error {
+            Some((reason, when)) if when.elapsed() < self.trust_error_for => {
+                Some(Failure::Error(reason.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits (bounded by the budget) for the client's first connection attempt to be known.
+    pub async fn settle(&mut self) {
+        if !self.settled {
+            let _ = tokio::time::timeout(self.budget, self.next_event()).await;
+            self.settled = true;
+        }
+    }
+
+    /// True when the latest event was a connection made (nothing known to be wrong).
+    pub fn is_up(&self) -> bool {
+        self.connected_to.is_some() && self.connection_error.is_none()
+    }
+
+    /// The server of the latest connection (through Sentinel: the master it resolved).
+    pub fn connected_to(&self) -> Option<&Server> {
+        self.connected_to.as_ref()
+    }
+
+    /// The real cause of a failed command: Redis's own error reply, or the last connection
+    /// error when fred only says the connection is gone.
+    fn reason(&self, error: &Error) -> String {
+        let generic = matches!(error.kind(), ErrorKind::Canceled | ErrorKind::IO);
+        match (&self.connection_error, generic) {
+            (Some((cause, _)), true) => cause.clone(),
+            (None, true) => "not connected: a connection attempt is under way".to_owned(),
+            _ => describe(error),
+        }
+    }
+
+    /// Waits for the next connection event and records it.
+    pub async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            e = self.errors.recv() => self.on_error(e),
+            r = self.reconnects.recv() => self.on_reconnect(r),
+        }
+    }
+
+    /// Records the events already queued, without waiting.
+    fn drain_events(&mut self) {
+        loop {
+            match self.errors.try_recv() {
+                Ok(event) => {
+                    self.on_error(Ok(event));
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    self.connection_errors.inc_by(missed);
+                }
+                Err(_) => break,
+            }
+        }
+        while let Ok(server) = self.reconnects.try_recv() {
+            self.on_reconnect(Ok(server));
+        }
+    }
+
+    fn on_error(&mut self, event: Result<(Error, Option<Server>), broadcast::error::RecvError>) -> Event {
+        self.settled = true;
+        match event {
+            Ok((error, _server)) => {
+                self.connection_errors.inc();
+                let reason = if *error.kind() == ErrorKind::Timeout {
+                    // fred's own text is "Request timed out." even when connecting timed out.
+                    format!(
+                        "connecting timed out after {}",
+                        humantime::format_duration(self.budget)
+                    )
+                } else {
+                    describe(&error)
+                };
+                debug!(reason = %reason, "redis connection error");
+                let was_up = self.connection_error.is_none();
+                self.connection_error = Some((reason, Instant::now()));
+                if was_up {
+                    Event::Lost
+                } else {
+                    Event::StillDown
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                self.connection_errors.inc_by(missed);
+                Event::StillDown
+            }
+            Err(broadcast::error::RecvError::Closed) => Event::Closed,
+        }
+    }
+
+    fn on_reconnect(&mut self, event: Result<Server, broadcast::error::RecvError>) -> Event {
+        self.settled = true;
+        match event {
+            Ok(server) => {
+                debug!(server = %server, "redis connected");
+                self.connection_error = None;
+                self.connected_to = Some(server);
+                Event::Connected
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => Event::Connected,
+            Err(broadcast::error::RecvError::Closed) => Event::Closed,
+        }
+    }
+
+    /// Drops the connection and makes a new one (reading the password file again), bounded by
+    /// the check budget; the reconnect event then triggers a check.
+    pub async fn reconnect(&mut self) {
+        match tokio::time::timeout(self.budget, self.client.force_reconnection()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(reason = %describe(&e), "reconnect failed"),
+            Err(_) => debug!("reconnect still under way after the check budget"),
+        }
+    }
+
+    /// Closes the client, bounded: QUIT can hang while disconnected.
+    pub async fn quit(self, budget: Duration) {
+        if tokio::time::timeout(budget, self.client.quit()).await.is_err() {
+            debug!("redis QUIT timed out");
+        }
+    }
+}
+
+/// fred's error as one line: Redis's reply (`WRONGPASS ...`, `LOADING ...`) or the I/O error.
+fn describe(error: &Error) -> String {
+    let details = error.details().trim();
+    if details.is_empty() {
+        return error.kind().to_str().to_owned();
+    }
+    let message = io_message(details).unwrap_or(details);
+    // rustls errors arrive as their Debug names; say what they are.
+    if let Some(inner) = message
+        .strip_prefix("InvalidCertificate(")
+        .and_then(|m| m.strip_suffix(')'))
+    {
+        format!("TLS: invalid server certificate: {inner}")
+    } else if let Some(inner) = message
+        .strip_prefix("AlertReceived(")
+        .and_then(|m| m.strip_suffix(')'))
+    {
+        format!("TLS: the server refused the handshake: {inner}")
+    } else {
+        message.to_owned()
+    }
+}
+
+/// fred carries I/O errors as their `Debug` text (`Os { code: 111, kind: ConnectionRefused,
+/// message: "Connection refused" }`, `Custom { kind: InvalidData, error: AlertReceived(..) }`):
+/// keep the human part.
+fn io_message(details: &str) -> Option<&str> {
+    let quoted = ["message: \"", "error: \""].iter().find_map(|key| {
+        let start = details.find(key)? + key.len();
+        let len = details[start..].find('"')?;
+        Some(&details[start..start + len])
+    });
+    quoted.or_else(|| {
+        let rest = details.strip_prefix("Custom { kind: ")?;
+        rest.get(rest.find(", error: ")? + ", error: ".len()..)?
+            .strip_suffix(" }")
+    })
+}
+
+fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_error_text_is_described_without_panicking(details in "\\PC{0,120}") {
+            let described = describe(&Error::new(ErrorKind::IO, details.clone()));
+            proptest::prop_assert!(details.contains(described.trim()) || described == "IO Error");
+        }
+    }
+
+    #[test]
+    fn io_errors_read_as_their_message() {
+        let refused = r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#;
+        assert_eq!(io_message(refused), Some("Connection refused"));
+        let dns = r#"Custom { kind: Uncategorized, error: "failed to lookup address information: Name or service not known" }"#;
+        assert_eq!(
+            io_message(dns),
+            Some("failed to lookup address information: Name or service not known")
+        );
+        assert_eq!(io_message("WRONGPASS invalid username-password pair"), None);
+        let tls = "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }";
+        assert_eq!(
+            describe(&Error::new(ErrorKind::IO, tls)),
+            "TLS: invalid server certificate: UnknownIssuer"
+        );
+        let alert = "Custom { kind: InvalidData, error: AlertReceived(CertificateRequired) }";
+        assert_eq!(
+            describe(&Error::new(ErrorKind::IO, alert)),
+            "TLS: the server refused the handshake: CertificateRequired"
+        );
+        let e = Error::new(ErrorKind::IO, refused);
+        assert_eq!(describe(&e), "Connection refused");
+        assert_eq!(
+            describe(&Error::new(ErrorKind::Auth, "WRONGPASS invalid")),
+            "WRONGPASS invalid"
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! Redis Cluster, all real: nodes started with `--cluster-enabled yes`, joined by
+//! `redis-cli --cluster create`. Every primary gets its own entry; a dead primary fails its own
+//! entry at once, the survivors' `cluster_state:fail` fails theirs; a failover moves the check
+//! to the promoted replica.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{free_port, start_fast, wait_until, Daemon, RedisServer, DETECT, INTERVAL, SLACK};
+
+/// How long a node must be unreachable before the cluster calls it failed.
+const NODE_TIMEOUT: &str = "1000";
+
+/// A Redis Cluster on loopback: `primaries` primaries with `replicas` replicas each.
+struct Cluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    fn create(primaries: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
+            .map(|_| {
+                // The bus port is port + 10000 unless set: pick a free one of its own.
+                let bus = free_port().to_string();
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-node-timeout",
+                    NODE_TIMEOUT,
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create (apt-get install redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        wait_until(
+            Duration::from_secs(20),
+            "every node says cluster_state:ok",
+            || {
+                cluster
+                    .nodes
+                    .iter()
+                    .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            },
+        );
+        wait_until(Duration::from_secs(20), "every replica attached", || {
+            cluster
+                .nodes
+                .iter()
+                .filter(|n| n.cli(&["ROLE"]).starts_with("slave"))
+                .count()
+                == primaries * replicas
+                && cluster.nodes.iter().all(|n| {
+                    let role = n.cli(&["ROLE"]);
+                    !role.starts_with("slave") || role.lines().any(|l| l.trim() == "connected")
+                })
+        });
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "redis-cluster://127.0.0.1:{}?node=127.0.0.1:{}",
+            self.nodes[0].port, self.nodes[1].port
+        )
+    }
+
+    /// The nodes that are primaries now, by their `componentId`.
+    fn primary_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.cli(&["ROLE"]).starts_with("master"))
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// The `redis:responseTime` entries by `componentId`: (status, output).
+fn entries(daemon: &Daemon) -> BTreeMap<String, (String, String)> {
+    let doc = daemon.get("/health").json();
+    doc["checks"]["redis:responseTime"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    let text = |field: &str| e[field].as_str().unwrap_or_default().to_string();
+                    (text("componentId"), (text("status"), text("output")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
+    let mut cluster = Cluster::create(3, 0);
+    let daemon = start_fast(&cluster.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let healthy = entries(&daemon);
+    assert_eq!(healthy.keys().cloned().collect::<Vec<_>>(), cluster.primary_ids());
+    assert!(
+        healthy.values().all(|(status, _)| status == "pass"),
+        "{healthy:?}"
+    );
+
+    let dead = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
+    cluster.nodes[2].kill();
+    let killed = Instant::now();
+    let detected = daemon.wait_for("/readyz", 503, DETECT);
+    println!("503 {detected:?} after a primary was killed");
+    let (status, reason) = &entries(&daemon)[&dead];
+    assert_eq!(status, "fail");
+    assert!(
+        reason.contains("Connection refused") || reason.contains("Connection closed"),
+        "{reason}"
+    );
+
+    // The survivors still answer PONG; their CLUSTER INFO turns the cluster's state to fail
+    // once the node timeout has passed.
+    let survivors_fail = wait_until(
+        Duration::from_secs(10),
+        "the survivors report cluster_state:fail",
+        || {
+            let now = entries(&daemon);
+            now.len() == 3
+                && now
+                    .iter()
+                    .filter(|(id, _)| **id != dead)
+                    .all(|(_, (status, output))| status == "fail" && output.starts_with("cluster_state:fail"))
+        },
+    );
+    println!(
+        "survivors fail on cluster_state {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(survivors_fail < Duration::from_secs(10));
+    let output = support::output(daemon.addr);
+    assert!(
+        output.contains(&format!("redis:responseTime {dead}: Connection refused")),
+        "{output}"
+    );
+    assert_eq!(support::metric(daemon.addr, "redis_healthd_up "), 0.0);
+
+    cluster.nodes[2].restart();
+    let restarted = Instant::now();
+    // A restarted primary reports cluster_state:fail until it has rejoined (its rejoin delay).
+    let mut rejoined_at = None;
+    wait_until(
+        Duration::from_secs(15),
+        "ready after the primary came back",
+        || {
+            if rejoined_at.is_none()
+                && cluster
+                    .nodes
+                    .iter()
+                    .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            {
+                rejoined_at = Some(restarted.elapsed());
+            }
+            daemon.status("/readyz") == 200
+        },
+    );
+    let back = restarted.elapsed();
+    let rejoined_at = rejoined_at.unwrap_or(back);
+    println!("every node ok {rejoined_at:?} after the restart; daemon ready after {back:?}");
+    assert!(
+        back <= rejoined_at + INTERVAL + SLACK,
+        "{back:?} vs {rejoined_at:?}"
+    );
+    let recovered = entries(&daemon);
+    assert!(
+        recovered.values().all(|(status, _)| status == "pass"),
+        "{recovered:?}"
+    );
+    assert_eq!(support::metric(daemon.addr, "redis_healthd_up "), 1.0);
+}
+
+#[test]
+fn a_failover_moves_the_check_to_the_promoted_replica() {
+    let mut cluster = Cluster::create(3, 1);
+    let daemon = start_fast(&cluster.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let before = cluster.primary_ids();
+    assert_eq!(entries(&daemon).keys().cloned().collect::<Vec<_>>(), before);
+
+    // Kill a primary that is not a seed, so the seeds keep answering.
+    let victim = cluster
+        .nodes
+        .iter()
+        .skip(2)
+        .position(|n| n.cli(&["ROLE"]).starts_with("master"))
+        .map(|i| i + 2)
+        .expect("a primary beyond the two seeds");
+    let victim_id = format!("redis://127.0.0.1:{}", cluster.nodes[victim].port);
+    cluster.nodes[victim].kill();
+    let killed = Instant::now();
+    daemon.wait_for("/readyz", 503, DETECT);
+
+    let mut promoted_at = None;
+    wait_until(Duration::from_secs(20), "ready on the promoted replica", || {
+        let primaries = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != victim && n.cli(&["ROLE"]).starts_with("master"))
+            .count();
+        if promoted_at.is_none() && primaries == 3 {
+            promoted_at = Some(killed.elapsed());
+        }
+        let now = entries(&daemon);
+        daemon.status("/readyz") == 200 && now.len() == 3 && !now.contains_key(&victim_id)
+    });
+    let back = killed.elapsed();
+    let promoted_at = promoted_at.unwrap_or(back);
+    println!("replica promoted {promoted_at:?} after the kill; daemon ready on it after {back:?}");
+    let after: Vec<String> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| *i != victim && n.cli(&["ROLE"]).starts_with("master"))
+        .map(|(_, n)| format!("redis://127.0.0.1:{}", n.port))
+        .collect();
+    let mut after = after;
+    after.sort();
+    assert_eq!(entries(&daemon).keys().cloned().collect::<Vec<_>>(), after);
+    assert!(
+        back <= promoted_at + INTERVAL * 2 + SLACK,
+        "{back:?} vs {promoted_at:?}"
+    );
+}
+
+#[test]
+fn a_cluster_url_to_a_plain_redis_fails_with_the_server_reason() {
+    let redis = RedisServer::start_with(&["--requirepass", "hunter2"]);
+    let url = format!("redis-cluster://:hunter2@127.0.0.1:{}", redis.port);
+    let daemon = start_fast(&url, &[]);
+    daemon.wait_for("/readyz", 503, Duration::from_secs(5));
+    let output = wait_until_output(&daemon, "This instance has cluster support disabled");
+    assert!(
+        output.starts_with("redis:responseTime: CLUSTER INFO failed: ERR"),
+        "{output}"
+    );
+    for path in ["/health", "/readyz", "/metrics"] {
+        assert!(
+            !daemon.get(path).body.contains("hunter2"),
+            "{path} shows the password"
+        );
+    }
+}
+
+/// Waits until the top-level output contains `text`; returns it.
+fn wait_until_output(daemon: &Daemon, text: &str) -> String {
+    let mut output = String::new();
+    wait_until(Duration::from_secs(5), text, || {
+        output = support::output(daemon.addr);
+        output.contains(text)
+    });
+    output
+}
