@@ -118,8 +118,11 @@ impl Cluster {
     /// The primaries according to the first node that answers `CLUSTER SLOTS`: nodes whose last
     /// check passed first, then any node with a live connection.
     async fn discover(&mut self) -> Result<Vec<Server>, String> {
-        // Before the first check, give every connection its first attempt (bounded).
-        join_all(self.nodes.values_mut().map(Connection::settle)).await;
+        // At start, wait for a first connection to ask while some have not reported yet (the
+        // caller bounds the wait).
+        while !self.nodes.values().any(Connection::is_up) && !self.nodes.values().all(Connection::settled) {
+            self.next_event().await;
+        }
         let candidates = self
             .healthy
             .iter()

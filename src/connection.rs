@@ -186,11 +186,16 @@ impl Connection {
     }
 
     /// Waits (bounded by the budget) for the client's first connection attempt to be known.
-    pub async fn settle(&mut self) {
+    async fn settle(&mut self) {
         if !self.settled {
             let _ = tokio::time::timeout(self.budget, self.next_event()).await;
             self.settled = true;
         }
+    }
+
+    /// True once the client has reported its first connection attempt, made or failed.
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
     /// True when the latest event was a connection made (nothing known to be wrong).

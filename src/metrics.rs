@@ -32,6 +32,12 @@ struct CheckLabels {
     result: &'static str,
 }
 
+/// The `node` label of `redis_healthd_cluster_node_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
 /// Every metric the daemon exports, and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -44,6 +50,7 @@ pub struct Metrics {
     last_check: Gauge<f64, AtomicU64>,
     last_success: Gauge<f64, AtomicU64>,
     connection_errors: Counter,
+    cluster_node_up: Family<NodeLabels, Gauge>,
     /// Bumped by every recorded check: a cached body from an older generation is stale.
     generation: AtomicU64,
     /// The last body of each format: [classic, OpenMetrics].
@@ -82,6 +89,7 @@ impl Metrics {
         let last_check = Gauge::<f64, AtomicU64>::default();
         let last_success = Gauge::<f64, AtomicU64>::default();
         let connection_errors = Counter::default();
+        let cluster_node_up = Family::<NodeLabels, Gauge>::default();
         for result in ["pass", "warn", "fail", "timeout"] {
             let _ = checks.get_or_create(&CheckLabels { result });
         }
@@ -135,6 +143,11 @@ impl Metrics {
             connection_errors.clone(),
         );
         sub.register(
+            "cluster_node_up",
+            "Redis Cluster only: 1 per primary whose last check passed (PONG and cluster_state:ok), else 0",
+            cluster_node_up.clone(),
+        );
+        sub.register(
             "build",
             "Build information; the value is always 1",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -149,6 +162,7 @@ impl Metrics {
             last_check,
             last_success,
             connection_errors,
+            cluster_node_up,
             generation: AtomicU64::new(0),
             cache: Mutex::new([None, None]),
         }
@@ -191,6 +205,19 @@ impl Metrics {
             }
         }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Records which primaries of a cluster passed the last check (`host:port`, passed); a
+    /// node no longer a primary loses its series.
+    pub fn record_cluster_nodes<'a>(&self, nodes: impl IntoIterator<Item = (&'a str, bool)>) {
+        self.cluster_node_up.clear();
+        for (node, passed) in nodes {
+            self.cluster_node_up
+                .get_or_create(&NodeLabels {
+                    node: node.to_owned(),
+                })
+                .set(i64::from(passed));
+        }
     }
 
     /// The encoded metrics and their content type; `ready` is what `/readyz` would answer now.

@@ -142,6 +142,13 @@ pub async fn run(
         }
         let check_started = tokio::time::Instant::now();
         let observations = probe.check(&config).await;
+        if let Probe::Cluster(_) = probe {
+            metrics.record_cluster_nodes(
+                observations
+                    .iter()
+                    .map(|o| (o.key.as_str(), o.outcome.result.is_ok())),
+            );
+        }
         // A component gone from the check (a former cluster primary) takes its count with it.
         trackers.retain(|key, _| observations.iter().any(|o| &o.key == key));
         let components: Vec<Component> = observations

@@ -122,6 +122,19 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
         healthy.values().all(|(status, _)| status == "pass"),
         "{healthy:?}"
     );
+    // A dead seed is no obstacle while another seed answers; it is not a component.
+    let dead_seed = format!(
+        "redis-cluster://127.0.0.1:{}?node=127.0.0.1:{}",
+        free_port(),
+        cluster.nodes[1].port
+    );
+    let other = start_fast(&dead_seed, &[]);
+    other.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        entries(&other).keys().cloned().collect::<Vec<_>>(),
+        cluster.primary_ids()
+    );
+    drop(other);
 
     let dead = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
     cluster.nodes[2].kill();
@@ -160,6 +173,18 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
         "{output}"
     );
     assert_eq!(support::metric(daemon.addr, "redis_healthd_up "), 0.0);
+    let node_up = |node: &RedisServer| {
+        let series = format!(
+            "redis_healthd_cluster_node_up{{node=\"127.0.0.1:{}\"}} ",
+            node.port
+        );
+        support::metric(daemon.addr, &series)
+    };
+    // Every node's entry fails now: the survivors on cluster_state.
+    assert_eq!(
+        cluster.nodes.iter().map(node_up).collect::<Vec<_>>(),
+        [0.0, 0.0, 0.0]
+    );
 
     cluster.nodes[2].restart();
     let restarted = Instant::now();
@@ -193,6 +218,10 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
         "{recovered:?}"
     );
     assert_eq!(support::metric(daemon.addr, "redis_healthd_up "), 1.0);
+    assert_eq!(
+        cluster.nodes.iter().map(node_up).collect::<Vec<_>>(),
+        [1.0, 1.0, 1.0]
+    );
 }
 
 #[test]
@@ -243,6 +272,14 @@ fn a_failover_moves_the_check_to_the_promoted_replica() {
     let mut after = after;
     after.sort();
     assert_eq!(entries(&daemon).keys().cloned().collect::<Vec<_>>(), after);
+    let metrics = daemon.get("/metrics").body;
+    let victim_node = victim_id.trim_start_matches("redis://");
+    assert!(!metrics.contains(victim_node), "{metrics}");
+    assert_eq!(
+        metrics.matches("redis_healthd_cluster_node_up{").count(),
+        3,
+        "{metrics}"
+    );
     assert!(
         back <= promoted_at + INTERVAL * 2 + SLACK,
         "{back:?} vs {promoted_at:?}"

@@ -82,6 +82,24 @@ proptest! {
                 prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
             }
         }
+        // The same credentials on a cluster URL: nor its seeds' componentIds.
+        let mut cluster = Url::parse(&format!("redis-cluster://{host}:{port}?node={host}:{}", port / 2 + 1)).unwrap();
+        cluster.set_username(&user).unwrap();
+        cluster.set_password(Some(&password)).unwrap();
+        match parse(&["--redis-url", cluster.as_str()]) {
+            Ok(config) => {
+                let seeds = config.redis.cluster_seeds().unwrap_or_default();
+                prop_assert!(!seeds.is_empty());
+                let ids = seeds.iter().map(|s| config.redis.server_url(s));
+                for out in outputs(&config).into_iter().chain(ids) {
+                    prop_assert!(!out.contains(&password) && !out.contains(&encoded), "leak in {out}");
+                }
+            }
+            Err(e) => {
+                prop_assert!(password.contains('%'), "refused: {e}");
+                prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
+            }
+        }
         // Refused variants: the error names the flag, never the password.
         let refused = [
             url.as_str().replacen("redis://", "http://", 1),
