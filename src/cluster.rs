@@ -39,7 +39,13 @@ fn key(server: &Server) -> String {
 
 impl Cluster {
     /// Starts a connection to every seed node; never waits for Redis.
-    pub fn start(config: &Config, seeds: Vec<Server>, connection_errors: Counter) -> anyhow::Result<Self> {
+    pub fn start(
+        config: &Config,
+        mut seeds: Vec<Server>,
+        connection_errors: Counter,
+    ) -> anyhow::Result<Self> {
+        // The order entries are listed in before the primaries are known.
+        seeds.sort();
         let mut cluster = Self {
             config: config.clone(),
             seeds,
@@ -123,10 +129,13 @@ impl Cluster {
         while !self.nodes.values().any(Connection::is_up) && !self.nodes.values().all(Connection::settled) {
             self.next_event().await;
         }
+        // A connection known to be down would hold the query until fred's next reconnect.
+        self.nodes.values_mut().for_each(Connection::drain_events);
         let candidates = self
             .healthy
             .iter()
             .filter_map(|k| self.nodes.get_key_value(k))
+            .filter(|(_, c)| c.is_up())
             .chain(
                 self.nodes
                     .iter()

@@ -228,7 +228,7 @@ impl Connection {
     }
 
     /// Records the events already queued, without waiting.
-    fn drain_events(&mut self) {
+    pub fn drain_events(&mut self) {
         loop {
             match self.errors.try_recv() {
                 Ok(event) => {

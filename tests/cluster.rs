@@ -9,30 +9,54 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{free_port, start_fast, wait_until, Daemon, RedisServer, DETECT, INTERVAL, SLACK};
+use support::{free_port, start_fast, wait_until, Certs, Daemon, RedisServer, DETECT, INTERVAL, SLACK};
 
 /// How long a node must be unreachable before the cluster calls it failed.
 const NODE_TIMEOUT: &str = "1000";
 
-/// A Redis Cluster on loopback: `primaries` primaries with `replicas` replicas each.
+/// A Redis Cluster on loopback: `primaries` primaries with `replicas` replicas each; with
+/// `tls`, every node also serves TLS (cluster bus included) on a port of its own.
 struct Cluster {
     nodes: Vec<RedisServer>,
+    tls_ports: Vec<u16>,
 }
 
 impl Cluster {
-    fn create(primaries: usize, replicas: usize) -> Self {
+    fn create(primaries: usize, replicas: usize, tls: Option<&Certs>) -> Self {
+        let mut tls_ports = Vec::new();
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
                 // The bus port is port + 10000 unless set: pick a free one of its own.
                 let bus = free_port().to_string();
-                RedisServer::start_with(&[
+                let mut args: Vec<String> = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-port",
                     &bus,
                     "--cluster-node-timeout",
                     NODE_TIMEOUT,
-                ])
+                ]
+                .map(String::from)
+                .to_vec();
+                if let Some(certs) = tls {
+                    let port = free_port();
+                    tls_ports.push(port);
+                    args.extend([
+                        "--tls-port".into(),
+                        port.to_string(),
+                        "--tls-cluster".into(),
+                        "yes".into(),
+                        "--tls-auth-clients".into(),
+                        "no".into(),
+                        "--tls-cert-file".into(),
+                        certs.arg("server.pem"),
+                        "--tls-key-file".into(),
+                        certs.arg("server.key"),
+                        "--tls-ca-cert-file".into(),
+                        certs.arg("ca.pem"),
+                    ]);
+                }
+                RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
             })
             .collect();
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
@@ -48,7 +72,7 @@ impl Cluster {
             "redis-cli --cluster create failed:\n{}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, tls_ports };
         wait_until(
             Duration::from_secs(20),
             "every node says cluster_state:ok",
@@ -113,7 +137,7 @@ fn entries(daemon: &Daemon) -> BTreeMap<String, (String, String)> {
 
 #[test]
 fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
-    let mut cluster = Cluster::create(3, 0);
+    let mut cluster = Cluster::create(3, 0, None);
     let daemon = start_fast(&cluster.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     let healthy = entries(&daemon);
@@ -226,7 +250,7 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
 
 #[test]
 fn a_failover_moves_the_check_to_the_promoted_replica() {
-    let mut cluster = Cluster::create(3, 1);
+    let mut cluster = Cluster::create(3, 1, None);
     let daemon = start_fast(&cluster.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     let before = cluster.primary_ids();
@@ -284,6 +308,34 @@ fn a_failover_moves_the_check_to_the_promoted_replica() {
         back <= promoted_at + INTERVAL * 2 + SLACK,
         "{back:?} vs {promoted_at:?}"
     );
+}
+
+#[test]
+fn rediss_cluster_checks_every_primary_over_tls() {
+    let certs = Certs::make();
+    let cluster = Cluster::create(3, 0, Some(&certs));
+    let url = format!(
+        "rediss-cluster://127.0.0.1:{}?node=127.0.0.1:{}",
+        cluster.tls_ports[0], cluster.tls_ports[1]
+    );
+    let daemon = start_fast(&url, &["--tls-ca-file", &certs.arg("ca.pem")]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    // CLUSTER SLOTS over TLS names the nodes' TLS ports.
+    let mut expected: Vec<String> = cluster
+        .tls_ports
+        .iter()
+        .map(|port| format!("rediss://127.0.0.1:{port}"))
+        .collect();
+    expected.sort();
+    let found = entries(&daemon);
+    assert_eq!(found.keys().cloned().collect::<Vec<_>>(), expected);
+    assert!(found.values().all(|(status, _)| status == "pass"), "{found:?}");
+
+    // Without the private CA every seed fails the handshake, with the reason.
+    let untrusted = start_fast(&url, &[]);
+    let output = wait_until_output(&untrusted, "TLS: invalid server certificate: UnknownIssuer");
+    assert_eq!(untrusted.status("/readyz"), 503);
+    assert_eq!(entries(&untrusted).len(), 2, "{output}");
 }
 
 #[test]

@@ -5,76 +5,37 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{free_port, output, run_binary, start_fast, wait_until, RedisServer};
+use support::{free_port, output, run_binary, start_fast, wait_until, Certs, RedisServer};
 
-/// A CA, a server certificate for `redis.test` and 127.0.0.1, a client certificate, and an
-/// unrelated ("rogue") CA, all in a temp dir.
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn make() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let sh = |script: &str| {
-            let out = Command::new("sh")
-                .arg("-ec")
-                .arg(script)
-                .current_dir(dir.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null
-            openssl req -x509 -newkey rsa:2048 -nodes -keyout rogue.key -out rogue.pem -days 2 -subj /CN=rogue-ca 2>/dev/null
-            printf 'subjectAltName=DNS:redis.test,IP:127.0.0.1\\n' > server.ext
-            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=redis.test 2>/dev/null
-            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext 2>/dev/null
-            printf 'extendedKeyUsage=clientAuth\\n' > client.ext
-            openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=redis-healthd 2>/dev/null
-            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).to_str().unwrap().to_owned()
-    }
-
-    /// redis-server with TLS only, on its `port`.
-    fn redis(&self, client_certs: bool) -> RedisServer {
-        let port = free_port().to_string();
-        let (cert, key, ca) = (self.arg("server.pem"), self.arg("server.key"), self.arg("ca.pem"));
-        let auth = if client_certs { "yes" } else { "no" };
-        RedisServer::start_on(
-            port.parse().unwrap(),
-            &[
-                "--port",
-                "0",
-                "--tls-port",
-                &port,
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-                "--tls-ca-cert-file",
-                &ca,
-                "--tls-auth-clients",
-                auth,
-            ],
-        )
-    }
+/// redis-server with TLS only, on its `port`.
+fn tls_redis(certs: &Certs, client_certs: bool) -> RedisServer {
+    let port = free_port().to_string();
+    let (cert, key, ca) = (
+        certs.arg("server.pem"),
+        certs.arg("server.key"),
+        certs.arg("ca.pem"),
+    );
+    let auth = if client_certs { "yes" } else { "no" };
+    RedisServer::start_on(
+        port.parse().unwrap(),
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            auth,
+        ],
+    )
 }
 
 fn rediss(redis: &RedisServer) -> String {
@@ -99,7 +60,7 @@ fn assert_fails_with(daemon: &support::Daemon, needles: &[&str]) -> String {
 #[test]
 fn a_private_ca_verifies_the_server_by_ip_or_by_name() {
     let certs = Certs::make();
-    let redis = certs.redis(false);
+    let redis = tls_redis(&certs, false);
     let by_ip = start_fast(&rediss(&redis), &["--tls-ca-file", &certs.arg("ca.pem")]);
     by_ip.wait_for("/readyz", 200, Duration::from_secs(5));
     let by_name = start_fast(
@@ -121,7 +82,7 @@ fn a_private_ca_verifies_the_server_by_ip_or_by_name() {
 #[test]
 fn an_unknown_ca_or_a_wrong_name_fails_with_the_reason() {
     let certs = Certs::make();
-    let redis = certs.redis(false);
+    let redis = tls_redis(&certs, false);
     let rogue = start_fast(&rediss(&redis), &["--tls-ca-file", &certs.arg("rogue.pem")]);
     let reason = assert_fails_with(&rogue, &["TLS: invalid server certificate: UnknownIssuer"]);
     println!("unknown CA: {reason}");
@@ -163,7 +124,7 @@ fn rediss_against_a_plain_text_port_fails_within_the_timeout() {
 #[test]
 fn mutual_tls_needs_the_client_certificate() {
     let certs = Certs::make();
-    let redis = certs.redis(true);
+    let redis = tls_redis(&certs, true);
     let without = start_fast(&rediss(&redis), &["--tls-ca-file", &certs.arg("ca.pem")]);
     let reason = assert_fails_with(
         &without,
