@@ -249,6 +249,27 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
 }
 
 #[test]
+fn a_hung_primary_times_out_in_its_own_entry() {
+    let cluster = Cluster::create(3, 0, None);
+    let daemon = start_fast(&cluster.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let hung = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
+    cluster.nodes[2].signal("-STOP");
+    // The node asked for the topology may be the hung one: one more budget at worst.
+    let detected = daemon.wait_for("/readyz", 503, DETECT + support::TIMEOUT);
+    println!("503 {detected:?} after a primary was stopped");
+    let now = entries(&daemon);
+    assert_eq!(
+        now[&hung],
+        ("fail".to_string(), "timed out after 200ms".to_string()),
+        "{now:?}"
+    );
+    cluster.nodes[2].signal("-CONT");
+    let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(10));
+    println!("200 {recovered:?} after it was continued");
+}
+
+#[test]
 fn a_failover_moves_the_check_to_the_promoted_replica() {
     let mut cluster = Cluster::create(3, 1, None);
     let daemon = start_fast(&cluster.url(), &[]);
