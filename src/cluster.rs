@@ -5,13 +5,13 @@
 //! a failing cluster still answers PONG.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fred::prelude::{Server, Value};
 use fred::types::cluster::ClusterRouting;
 use futures_util::future::{join_all, select_all};
 use prometheus_client::metrics::counter::Counter;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::connection::{Connection, Event};
@@ -106,17 +106,22 @@ impl Cluster {
             .collect();
         targets
             .iter()
-            .filter_map(|server| {
-                let mut outcome = outcomes.remove(&key(server))?;
+            .map(|server| {
+                let mut outcome = outcomes.remove(&key(server)).unwrap_or_else(|| Outcome {
+                    at: SystemTime::now(),
+                    result: Err(Failure::Error(
+                        "no client could be built for this node".to_owned(),
+                    )),
+                });
                 if let (Some(reason), Ok(_)) = (&unknown_topology, &outcome.result) {
                     // The node answers, but no node has said which nodes are the primaries.
                     outcome.result = Err(Failure::Error(format!("CLUSTER SLOTS failed: {reason}")));
                 }
-                Some(Observation {
+                Observation {
                     key: key(server),
                     id: self.config.redis.server_url(server),
                     outcome,
-                })
+                }
             })
             .collect()
     }
@@ -163,8 +168,9 @@ impl Cluster {
             "cluster primaries"
         );
         if let Err(e) = self.connect_missing(&primaries) {
-            // Building a client from a configuration that built one already does not fail.
-            debug!(reason = %e, "cannot connect to a new cluster node");
+            // Not seen: the configuration already built the seeds' clients. The node's entry
+            // says so if it happens.
+            warn!(reason = %e, "cannot build a client for a cluster node");
         }
         let keep: Vec<String> = primaries.iter().chain(&self.seeds).map(key).collect();
         let gone: Vec<String> = self.nodes.keys().filter(|k| !keep.contains(k)).cloned().collect();
