@@ -360,7 +360,7 @@ fn rediss_cluster_checks_every_primary_over_tls() {
 }
 
 #[test]
-fn a_cluster_url_to_a_plain_redis_fails_with_the_server_reason() {
+fn a_plain_redis_or_a_wrong_password_fails_a_cluster_url_with_the_server_reason() {
     let redis = RedisServer::start_with(&["--requirepass", "hunter2"]);
     let url = format!("redis-cluster://:hunter2@127.0.0.1:{}", redis.port);
     let daemon = start_fast(&url, &[]);
@@ -376,6 +376,10 @@ fn a_cluster_url_to_a_plain_redis_fails_with_the_server_reason() {
             "{path} shows the password"
         );
     }
+    // A wrong password reads as the server's reply, on the seed's entry.
+    let wrong = start_fast(&format!("redis-cluster://:hunter3@127.0.0.1:{}", redis.port), &[]);
+    let output = wait_until_output(&wrong, "WRONGPASS");
+    assert!(!output.contains("hunter3"), "{output}");
 }
 
 /// Waits until the top-level output contains `text`; returns it.
