@@ -127,3 +127,26 @@ fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
         "{back:?} vs {switched_at:?}"
     );
 }
+
+#[test]
+fn a_dead_sentinel_in_the_list_is_skipped_for_a_live_one() {
+    let master = RedisServer::start();
+    let master_port = master.port.to_string();
+    let _replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+    let sentinel = Sentinel::start(master.port);
+    // One sentinel listed has nothing listening, the other is real: both orders, as fred may
+    // try the URL's host or its `node=` entries first.
+    let dead = free_port();
+    for (first, second) in [(dead, sentinel.port), (sentinel.port, dead)] {
+        let url = format!(
+            "redis-sentinel://127.0.0.1:{first}/0?sentinelServiceName=mymaster&node=127.0.0.1:{second}"
+        );
+        let daemon = start_fast(&url, &[]);
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+        let doc = daemon.get("/health").json();
+        assert_eq!(
+            doc["checks"]["redis:responseTime"][0]["componentId"],
+            format!("redis://127.0.0.1:{}", master.port)
+        );
+    }
+}
