@@ -132,7 +132,9 @@ impl Cluster {
         // At start, wait for a first connection to ask while some have not reported yet (the
         // caller bounds the wait).
         while !self.nodes.values().any(Connection::is_up) && !self.nodes.values().all(Connection::settled) {
-            self.next_event().await;
+            if let Event::Closed = self.next_event().await {
+                break;
+            }
         }
         // A connection known to be down would hold the query until fred's next reconnect.
         self.nodes.values_mut().for_each(Connection::drain_events);
