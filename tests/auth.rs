@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{output, start_fast, wait_until, write_file, DaemonProcess, RedisServer, RECOVER};
+use support::{start_fast, wait_until, write_file, DaemonProcess, RedisServer, RECOVER};
 
 fn acl_user(redis: &RedisServer, user: &str, password: &str) {
     let reply = redis.cli(&[
@@ -51,9 +51,7 @@ fn a_wrong_acl_password_or_user_fails_with_the_servers_reason() {
         format!("redis://nobody:app-pass-1@127.0.0.1:{}", redis.port),
     ] {
         let daemon = start_fast(&url, &[]);
-        wait_until(Duration::from_secs(5), "WRONGPASS reported", || {
-            output(daemon.addr).contains("WRONGPASS")
-        });
+        support::wait_for_output(daemon.addr, "WRONGPASS", Duration::from_secs(5));
         assert_eq!(daemon.status("/readyz"), 503);
         assert!(!daemon.get("/health").body.contains("not-it-93"));
     }
@@ -106,16 +104,12 @@ fn sighup_reads_the_password_file_again_and_reconnects() {
         &[],
     );
     let addr = daemon.addr;
-    wait_until(Duration::from_secs(5), "ready", || {
-        support::get(addr, "/readyz").status == 200
-    });
+    support::wait_for(addr, "/readyz", 200, Duration::from_secs(5));
 
     // A wrong secret in the file: SIGHUP makes it count at once.
     write_file(redis.dir(), "password", "not-the-secret\n");
     daemon.signal("-HUP");
-    wait_until(Duration::from_secs(3), "WRONGPASS after SIGHUP", || {
-        output(addr).contains("WRONGPASS")
-    });
+    support::wait_for_output(addr, "WRONGPASS", Duration::from_secs(3));
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "SIGHUP must not end the daemon"
@@ -124,9 +118,7 @@ fn sighup_reads_the_password_file_again_and_reconnects() {
     // The right one again: back to ready after the next SIGHUP.
     write_file(redis.dir(), "password", "first-secret\n");
     daemon.signal("-HUP");
-    wait_until(RECOVER, "ready after SIGHUP", || {
-        support::get(addr, "/readyz").status == 200
-    });
+    support::wait_for(addr, "/readyz", 200, RECOVER);
     let log = daemon.log();
     assert!(log.contains("reconnecting to redis on request"), "{log}");
     assert!(

@@ -343,7 +343,11 @@ fn rediss_cluster_checks_every_primary_over_tls() {
 
     // Without the private CA every seed fails the handshake, with the reason.
     let untrusted = start_fast(&url, &[]);
-    let output = wait_until_output(&untrusted, "TLS: invalid server certificate: UnknownIssuer");
+    let output = support::wait_for_output(
+        untrusted.addr,
+        "TLS: invalid server certificate: UnknownIssuer",
+        Duration::from_secs(5),
+    );
     assert_eq!(untrusted.status("/readyz"), 503);
     assert_eq!(entries(&untrusted).len(), 2, "{output}");
 }
@@ -354,7 +358,11 @@ fn a_plain_redis_or_a_wrong_password_fails_a_cluster_url_with_the_server_reason(
     let url = format!("redis-cluster://:hunter2@127.0.0.1:{}", redis.port);
     let daemon = start_fast(&url, &[]);
     daemon.wait_for("/readyz", 503, Duration::from_secs(5));
-    let output = wait_until_output(&daemon, "This instance has cluster support disabled");
+    let output = support::wait_for_output(
+        daemon.addr,
+        "This instance has cluster support disabled",
+        Duration::from_secs(5),
+    );
     assert!(
         output.starts_with("redis:responseTime: CLUSTER INFO failed: ERR"),
         "{output}"
@@ -367,16 +375,6 @@ fn a_plain_redis_or_a_wrong_password_fails_a_cluster_url_with_the_server_reason(
     }
     // A wrong password reads as the server's reply, on the seed's entry.
     let wrong = start_fast(&format!("redis-cluster://:hunter3@127.0.0.1:{}", redis.port), &[]);
-    let output = wait_until_output(&wrong, "WRONGPASS");
+    let output = support::wait_for_output(wrong.addr, "WRONGPASS", Duration::from_secs(5));
     assert!(!output.contains("hunter3"), "{output}");
-}
-
-/// Waits until the top-level output contains `text`; returns it.
-fn wait_until_output(daemon: &Daemon, text: &str) -> String {
-    let mut output = String::new();
-    wait_until(Duration::from_secs(5), text, || {
-        output = support::output(daemon.addr);
-        output.contains(text)
-    });
-    output
 }

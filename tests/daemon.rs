@@ -95,9 +95,7 @@ fn probes_never_reach_redis() {
 fn redis_down_at_start_then_up() {
     let port = support::free_port();
     let daemon = start(&format!("redis://127.0.0.1:{port}"), &[]);
-    wait_until(Duration::from_secs(3), "Connection refused reported", || {
-        output(daemon.addr).contains("Connection refused")
-    });
+    support::wait_for_output(daemon.addr, "Connection refused", Duration::from_secs(3));
     assert_eq!(daemon.status("/readyz"), 503);
     assert_eq!(daemon.status("/health"), 503);
     assert_eq!(daemon.status("/startupz"), 503);
@@ -178,9 +176,7 @@ fn wrong_password_fails_with_wrongpass_and_never_shows_the_secret() {
     let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
     let url = format!("redis://:wrong-staple-1234@127.0.0.1:{}", redis.port);
     let daemon = start(&url, &[]);
-    wait_until(Duration::from_secs(5), "WRONGPASS reported", || {
-        output(daemon.addr).contains("WRONGPASS")
-    });
+    support::wait_for_output(daemon.addr, "WRONGPASS", Duration::from_secs(5));
     assert_eq!(daemon.status("/readyz"), 503);
     for path in ["/livez", "/readyz", "/startupz", "/health", "/healthz", "/nope"] {
         let reply = daemon.get(path);
@@ -211,9 +207,7 @@ fn password_file_overrides_the_url() {
 fn no_password_against_requirepass_fails_with_noauth() {
     let redis = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
     let daemon = start(&redis.url(), &[]);
-    wait_until(Duration::from_secs(5), "NOAUTH reported", || {
-        output(daemon.addr).contains("NOAUTH")
-    });
+    support::wait_for_output(daemon.addr, "NOAUTH", Duration::from_secs(5));
     assert_eq!(daemon.status("/readyz"), 503);
 }
 
@@ -238,9 +232,7 @@ fn loading_redis_is_not_ready_until_loaded() {
         ],
     );
     let daemon = start(&loading.url(), &[]);
-    wait_until(Duration::from_secs(5), "LOADING reported", || {
-        output(daemon.addr).contains("LOADING")
-    });
+    support::wait_for_output(daemon.addr, "LOADING", Duration::from_secs(5));
     assert_eq!(daemon.status("/readyz"), 503);
     assert_eq!(daemon.status("/livez"), 200);
     let loaded = daemon.wait_for("/readyz", 200, Duration::from_secs(30));
@@ -282,9 +274,7 @@ fn failure_threshold_counts_intervals_not_reconnect_attempts() {
 
     redis.restart();
     let restarted = Instant::now();
-    wait_until(Duration::from_secs(3), "a recovering check", || {
-        output(daemon.addr).contains("recovering")
-    });
+    support::wait_for_output(daemon.addr, "recovering", Duration::from_secs(3));
     assert_eq!(daemon.status("/readyz"), 503, "one pass of two is not ready yet");
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     println!(

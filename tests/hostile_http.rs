@@ -240,9 +240,7 @@ fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
         addr.is_some()
     });
     let addr: SocketAddr = addr.unwrap();
-    wait_until(Duration::from_secs(5), "ready", || {
-        support::get(addr, "/readyz").status == 200
-    });
+    support::wait_for(addr, "/readyz", 200, Duration::from_secs(5));
 
     // More connections than the daemon has descriptors left: accept() fails with EMFILE.
     let held: Vec<TcpStream> = (0..60).filter_map(|_| TcpStream::connect(addr).ok()).collect();

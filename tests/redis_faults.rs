@@ -22,9 +22,7 @@ fn flapping_redis_never_fails_a_probe_and_settles_after_each_change() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let daemon = DaemonProcess::spawn(&flags, &[]);
     let addr = daemon.addr;
-    wait_until(Duration::from_secs(5), "ready", || {
-        support::get(addr, "/readyz").status == 200
-    });
+    support::wait_for(addr, "/readyz", 200, Duration::from_secs(5));
     let hammer = Hammer::start(addr, "/readyz", 4);
     // Outages of various lengths, several shorter than the interval.
     let gaps = [100, 300, 700, 1200, 150, 900, 50, 600, 250, 400];
@@ -33,15 +31,11 @@ fn flapping_redis_never_fails_a_probe_and_settles_after_each_change() {
     for (cycle, gap) in gaps.iter().enumerate() {
         redis.kill();
         let killed = Instant::now();
-        let detected = wait_until(DETECT, "503 after kill", || {
-            support::get(addr, "/readyz").status == 503
-        });
+        let detected = support::wait_for(addr, "/readyz", 503, DETECT);
         worst_detect = worst_detect.max(detected);
         std::thread::sleep(Duration::from_millis(*gap).saturating_sub(killed.elapsed()));
         redis.restart();
-        let recovered = wait_until(RECOVER, "200 after restart", || {
-            support::get(addr, "/readyz").status == 200
-        });
+        let recovered = support::wait_for(addr, "/readyz", 200, RECOVER);
         worst_recover = worst_recover.max(recovered);
         if cycle == 1 {
             baseline = Some(fds_and_rss(daemon.child.id()));
@@ -118,9 +112,11 @@ fn maxclients_reached_fails_with_the_reason_and_recovers() {
         })
         .collect();
     let daemon = start_fast(&redis.url(), &[]);
-    wait_until(Duration::from_secs(5), "max clients reported", || {
-        output(daemon.addr).contains("max number of clients reached")
-    });
+    support::wait_for_output(
+        daemon.addr,
+        "max number of clients reached",
+        Duration::from_secs(5),
+    );
     assert_eq!(daemon.status("/readyz"), 503);
     drop(fillers);
     let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));
@@ -141,9 +137,7 @@ fn requirepass_set_under_the_daemon_then_restart_fails_with_noauth_and_recovers(
     let port = redis.port;
     redis.kill();
     let locked = RedisServer::start_on(port, &["--requirepass", "new-secret-4711"]);
-    wait_until(Duration::from_secs(5), "NOAUTH reported", || {
-        output(daemon.addr).contains("NOAUTH")
-    });
+    support::wait_for_output(daemon.addr, "NOAUTH", Duration::from_secs(5));
     assert_eq!(daemon.status("/readyz"), 503);
     assert!(!support::get(daemon.addr, "/health")
         .body

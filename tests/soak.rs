@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{fds_and_rss, wait_until, DaemonProcess, Hammer, RedisServer};
+use support::{fds_and_rss, DaemonProcess, Hammer, RedisServer};
 
 #[test]
 fn soak_with_probes_and_a_flapping_redis_stays_flat() {
@@ -29,9 +29,7 @@ fn soak_with_probes_and_a_flapping_redis_stays_flat() {
         &[],
     );
     let addr = daemon.addr;
-    wait_until(Duration::from_secs(5), "ready", || {
-        support::get(addr, "/readyz").status == 200
-    });
+    support::wait_for(addr, "/readyz", 200, Duration::from_secs(5));
     let hammers = [
         Hammer::start(addr, "/readyz", 2),
         Hammer::start(addr, "/health", 1),
@@ -53,9 +51,7 @@ fn soak_with_probes_and_a_flapping_redis_stays_flat() {
         std::thread::sleep(Duration::from_millis(100 + (step * 257) % 900));
         redis.restart();
     }
-    wait_until(Duration::from_secs(3), "ready at the end", || {
-        support::get(addr, "/readyz").status == 200
-    });
+    support::wait_for(addr, "/readyz", 200, Duration::from_secs(3));
     let mut sent = 0;
     let mut failures = Vec::new();
     for hammer in hammers {

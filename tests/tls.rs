@@ -108,9 +108,11 @@ fn rediss_against_a_plain_text_port_fails_within_the_timeout() {
         &format!("rediss://127.0.0.1:{}", plain.port),
         &["--tls-ca-file", &certs.arg("ca.pem")],
     );
-    wait_until(Duration::from_secs(3), "the handshake's failure reported", || {
-        output(daemon.addr).contains("connecting timed out after 200ms")
-    });
+    support::wait_for_output(
+        daemon.addr,
+        "connecting timed out after 200ms",
+        Duration::from_secs(3),
+    );
     let took = started.elapsed();
     println!(
         "rediss:// to a plain port failed after {took:?}: {}",

@@ -43,6 +43,16 @@ pub fn output(addr: SocketAddr) -> String {
         .to_string()
 }
 
+/// Waits until the health document's `output` contains `text`; returns that output.
+pub fn wait_for_output(addr: SocketAddr, text: &str, limit: Duration) -> String {
+    let mut last = String::new();
+    wait_until(limit, &format!("{text:?} in the output"), || {
+        last = output(addr);
+        last.contains(text)
+    });
+    last
+}
+
 /// The value of the `/metrics` line that starts with `line_start`.
 pub fn metric(addr: SocketAddr, line_start: &str) -> f64 {
     let body = get(addr, "/metrics").body;
@@ -271,6 +281,13 @@ pub fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path)
 }
 
+/// Waits until `path` on `addr` answers `status`; returns how long that took.
+pub fn wait_for(addr: SocketAddr, path: &str, status: u16, limit: Duration) -> Duration {
+    wait_until(limit, &format!("{path} to answer {status}"), || {
+        get(addr, path).status == status
+    })
+}
+
 /// The daemon running in-process on 127.0.0.1:0 in its own thread and runtime; shut down on drop.
 pub struct Daemon {
     pub addr: SocketAddr,
@@ -317,9 +334,7 @@ impl Daemon {
 
     /// Waits until `path` answers `status`; returns how long that took.
     pub fn wait_for(&self, path: &str, status: u16, limit: Duration) -> Duration {
-        wait_until(limit, &format!("{path} to answer {status}"), || {
-            self.status(path) == status
-        })
+        wait_for(self.addr, path, status, limit)
     }
 }
 
