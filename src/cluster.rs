@@ -9,27 +9,63 @@ use std::time::{Duration, SystemTime};
 
 use fred::prelude::{Server, Value};
 use fred::types::cluster::ClusterRouting;
+use fred::util::redis_keyslot;
 use futures_util::future::{join_all, select_all};
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
 
+use crate::checks::{evaluate, Asks, Replies, Settings};
 use crate::config::Config;
 use crate::connection::{Connection, Event};
-use crate::health::{Failure, Outcome};
-use crate::probe::Observation;
+use crate::health::{Failure, Observation};
 
 /// The cluster as the probe sees it: the seed nodes from the URL, the primaries once known,
 /// and a connection to each of them.
 pub struct Cluster {
     config: Config,
     seeds: Vec<Server>,
-    /// The primaries `CLUSTER SLOTS` named last; `None` until a node has answered.
-    primaries: Option<Vec<Server>>,
+    /// The primaries `CLUSTER SLOTS` named last, each with its slot ranges; `None` until a
+    /// node has answered.
+    primaries: Option<Vec<Primary>>,
     /// A connection per seed and per primary, by `host:port`.
     nodes: BTreeMap<String, Connection>,
     /// The nodes whose last check passed: asked first for the topology.
     healthy: Vec<String>,
     connection_errors: Counter,
+}
+
+/// A primary and the slots it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Primary {
+    server: Server,
+    slots: Vec<(u16, u16)>,
+}
+
+impl Primary {
+    fn owns(&self, slot: u16) -> bool {
+        self.slots
+            .iter()
+            .any(|(start, end)| (*start..=*end).contains(&slot))
+    }
+
+    /// What to ask this primary: `CLUSTER INFO` always; the write key with a hash tag that
+    /// lands in one of its own slots (a key it does not own would answer `MOVED`); the drain
+    /// key only on the primary that owns it.
+    fn asks(&self, settings: &Settings) -> Asks {
+        let mut asks = settings.asks();
+        asks.cluster_info = true;
+        asks.write = asks.write.and_then(|(key, ttl)| Some((self.own_key(&key)?, ttl)));
+        asks.drain = asks.drain.filter(|key| self.owns(redis_keyslot(key.as_bytes())));
+        asks
+    }
+
+    /// `key{tag}` with the first numeric tag whose slot this primary owns.
+    fn own_key(&self, key: &str) -> Option<String> {
+        // 16384 slots: a primary that owns even one is found within a few tens of thousands.
+        (0..1_000_000u32)
+            .map(|tag| format!("{key}{{{tag}}}"))
+            .find(|candidate| self.owns(redis_keyslot(candidate.as_bytes())))
+    }
 }
 
 /// A node's key in the connection map.
@@ -75,9 +111,9 @@ impl Cluster {
     }
 
     /// One check: the topology, then every primary (or, before any node has named the
-    /// primaries, every seed) PINGed concurrently. A check takes up to twice the budget when
+    /// primaries, every seed) checked concurrently. A check takes up to twice the budget when
     /// the node asked for the topology stops answering; otherwise one.
-    pub async fn check(&mut self) -> Vec<Observation> {
+    pub async fn check(&mut self, settings: &Settings) -> Vec<Observation> {
         let discovered = tokio::time::timeout(self.config.timeout, self.discover())
             .await
             .unwrap_or_else(|_| Err(Failure::Timeout(self.config.timeout).to_string()));
@@ -91,44 +127,61 @@ impl Cluster {
                 self.primaries.is_none().then_some(reason)
             }
         };
-        let targets: Vec<Server> = self.primaries.clone().unwrap_or_else(|| self.seeds.clone());
-        let keys: Vec<String> = targets.iter().map(key).collect();
-        let checks = self
-            .nodes
-            .iter_mut()
-            .filter(|(k, _)| keys.contains(k))
-            .map(|(k, connection)| async move { (k.clone(), connection.check_once(true).await) });
-        let mut outcomes: BTreeMap<String, Outcome> = join_all(checks).await.into_iter().collect();
-        self.healthy = keys
+        // Before the topology is known only PING and CLUSTER INFO can go to the seeds.
+        let targets: Vec<(Server, Asks)> = match &self.primaries {
+            Some(primaries) => primaries
+                .iter()
+                .map(|p| (p.server.clone(), p.asks(settings)))
+                .collect(),
+            None => self
+                .seeds
+                .iter()
+                .map(|seed| {
+                    let asks = Asks {
+                        cluster_info: true,
+                        ..Asks::default()
+                    };
+                    (seed.clone(), asks)
+                })
+                .collect(),
+        };
+        let checks = self.nodes.iter_mut().filter_map(|(k, connection)| {
+            let (_, asks) = targets.iter().find(|(server, _)| key(server) == *k)?;
+            Some(async move { (k.clone(), connection.check_once(asks).await) })
+        });
+        let mut replies: BTreeMap<String, Replies> = join_all(checks).await.into_iter().collect();
+        self.healthy = targets
             .iter()
-            .filter(|k| outcomes.get(*k).is_some_and(|o| o.result.is_ok()))
-            .cloned()
+            .map(|(server, _)| key(server))
+            .filter(|k| replies.get(k).is_some_and(|r| r.ping.is_ok()))
             .collect();
         targets
-            .iter()
-            .map(|server| {
-                let mut outcome = outcomes.remove(&key(server)).unwrap_or_else(|| Outcome {
-                    at: SystemTime::now(),
-                    result: Err(Failure::Error(
-                        "no client could be built for this node".to_owned(),
-                    )),
+            .into_iter()
+            .map(|(server, asks)| {
+                let mut node = replies.remove(&key(&server)).unwrap_or_else(|| {
+                    Replies::failed(
+                        SystemTime::now(),
+                        Failure::Error("no client could be built for this node".to_owned()),
+                    )
                 });
-                if let (Some(reason), Ok(_)) = (&unknown_topology, &outcome.result) {
+                if let (Some(reason), Ok(_)) = (&unknown_topology, &node.ping) {
                     // The node answers, but no node has said which nodes are the primaries.
-                    outcome.result = Err(Failure::Error(format!("CLUSTER SLOTS failed: {reason}")));
+                    node.ping = Err(Failure::Error(format!("CLUSTER SLOTS failed: {reason}")));
                 }
-                Observation {
-                    key: key(server),
-                    id: self.config.redis.server_url(server),
-                    outcome,
-                }
+                evaluate(
+                    key(&server),
+                    self.config.redis.server_url(&server),
+                    node,
+                    &asks,
+                    settings,
+                )
             })
             .collect()
     }
 
     /// The primaries according to the first node that answers `CLUSTER SLOTS`: nodes whose last
     /// check passed first, then any node with a live connection.
-    async fn discover(&mut self) -> Result<Vec<Server>, String> {
+    async fn discover(&mut self) -> Result<Vec<Primary>, String> {
         // At start, wait for a first connection to ask while some have not reported yet (the
         // caller bounds the wait).
         while !self.nodes.values().any(Connection::is_up) && !self.nodes.values().all(Connection::settled) {
@@ -161,20 +214,21 @@ impl Cluster {
 
     /// Adopts a new set of primaries: connects to new ones, closes connections to nodes that
     /// are neither a primary nor a seed any more.
-    fn update(&mut self, primaries: Vec<Server>) {
+    fn update(&mut self, primaries: Vec<Primary>) {
         if self.primaries.as_ref() == Some(&primaries) {
             return;
         }
+        let servers: Vec<Server> = primaries.iter().map(|p| p.server.clone()).collect();
         info!(
-            primaries = %primaries.iter().map(key).collect::<Vec<_>>().join(","),
+            primaries = %servers.iter().map(key).collect::<Vec<_>>().join(","),
             "cluster primaries"
         );
-        if let Err(e) = self.connect_missing(&primaries) {
+        if let Err(e) = self.connect_missing(&servers) {
             // Not seen: the configuration already built the seeds' clients. The node's entry
             // says so if it happens.
             warn!(reason = %e, "cannot build a client for a cluster node");
         }
-        let keep: Vec<String> = primaries.iter().chain(&self.seeds).map(key).collect();
+        let keep: Vec<String> = servers.iter().chain(&self.seeds).map(key).collect();
         let gone: Vec<String> = self.nodes.keys().filter(|k| !keep.contains(k)).cloned().collect();
         for node in gone {
             if let Some(connection) = self.nodes.remove(&node) {
@@ -205,39 +259,28 @@ impl Cluster {
     }
 }
 
-/// The primaries in a `CLUSTER SLOTS` reply (`host` fills in a node's empty address).
-fn primaries(slots: Value, host: &str) -> Result<Vec<Server>, String> {
+/// The primaries in a `CLUSTER SLOTS` reply, sorted, with their slots (`host` fills in a
+/// node's empty address).
+fn primaries(slots: Value, host: &str) -> Result<Vec<Primary>, String> {
     let routing = ClusterRouting::from_cluster_slots(slots, host.to_owned())
         .map_err(|e| format!("unreadable CLUSTER SLOTS reply: {}", e.details()))?;
-    let primaries = routing.unique_primary_nodes();
+    let primaries: Vec<Primary> = routing
+        .unique_primary_nodes()
+        .into_iter()
+        .map(|server| Primary {
+            slots: routing
+                .slots()
+                .iter()
+                .filter(|range| range.primary == server)
+                .map(|range| (range.start, range.end))
+                .collect(),
+            server,
+        })
+        .collect();
     if primaries.is_empty() {
         return Err("no slot is assigned to any node (CLUSTER SLOTS is empty)".to_owned());
     }
     Ok(primaries)
-}
-
-/// What is wrong with the cluster according to a node's `CLUSTER INFO`, if anything:
-/// `cluster_state` other than `ok`, with the slot counts that explain it.
-pub fn state_problem(info: &str) -> Option<String> {
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(':'))
-    };
-    match field("cluster_state") {
-        Some("ok") => None,
-        Some(state) => {
-            let details: Vec<String> = ["cluster_slots_ok", "cluster_slots_pfail", "cluster_slots_fail"]
-                .iter()
-                .filter_map(|name| Some(format!("{name}:{}", field(name)?)))
-                .collect();
-            Some(format!(
-                "cluster_state:{} ({})",
-                state.chars().take(32).collect::<String>(),
-                details.join(", ")
-            ))
-        }
-        None => Some("CLUSTER INFO has no cluster_state".to_owned()),
-    }
 }
 
 #[cfg(test)]
@@ -245,29 +288,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cluster_state_other_than_ok_is_a_problem_with_its_slot_counts() {
-        let ok = "cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n";
-        assert_eq!(state_problem(ok), None);
-        let failing = "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:10922\r\n\
-                       cluster_slots_pfail:0\r\ncluster_slots_fail:5462\r\ncluster_known_nodes:3\r\n";
-        assert_eq!(
-            state_problem(failing).as_deref(),
-            Some(
-                "cluster_state:fail (cluster_slots_ok:10922, cluster_slots_pfail:0, cluster_slots_fail:5462)"
-            )
-        );
-        assert_eq!(
-            state_problem("ERR unexpected").as_deref(),
-            Some("CLUSTER INFO has no cluster_state")
-        );
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_cluster_info_text_is_read_without_panicking(info in "\\PC{0,200}") {
-            if let Some(problem) = state_problem(&info) {
-                proptest::prop_assert!(problem.len() < 400);
-            }
-        }
+    fn a_primary_gets_a_write_key_in_its_own_slots() {
+        let primary = Primary {
+            server: Server::new("127.0.0.1", 7000),
+            slots: vec![(5461, 10922)],
+        };
+        let key = primary.own_key("redis-healthd:h").unwrap();
+        assert!(key.starts_with("redis-healthd:h{"), "{key}");
+        assert!((5461..=10922).contains(&redis_keyslot(key.as_bytes())));
+        let single = Primary {
+            slots: vec![(16383, 16383)],
+            ..primary
+        };
+        assert_eq!(redis_keyslot(single.own_key("k").unwrap().as_bytes()), 16383);
     }
 }

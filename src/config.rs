@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
+use crate::checks::{ExpectRole, Settings};
 use crate::credentials::PasswordFile;
 use crate::tls::TlsFiles;
 use fred::prelude::{Server, ServerConfig};
@@ -101,6 +103,27 @@ pub struct ServeArgs {
     /// A PONG slower than this is `warn` (still ready).
     #[arg(long, env = "REDIS_HEALTHD_WARN_LATENCY", default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
     pub warn_latency: Duration,
+    /// Read Redis's state with one INFO per check, sent alongside the PING (redis:role,
+    /// redis:replication, redis:memory, redis:persistence); false checks PING only.
+    #[arg(long, env = "REDIS_HEALTHD_STATE_CHECKS", default_value = "true", value_name = "BOOL", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub state_checks: bool,
+    /// The role Redis must have; any other fails redis:role.
+    #[arg(long, env = "REDIS_HEALTHD_EXPECT_ROLE", default_value = "any", value_enum)]
+    pub expect_role: ExpectRole,
+    /// With maxmemory-policy noeviction, used memory from this share of maxmemory on is warn.
+    #[arg(long, env = "REDIS_HEALTHD_WARN_MEMORY", default_value = "90%", value_name = "PERCENT", value_parser = parse_percent)]
+    pub warn_memory: f64,
+    /// Each check also SETs --write-key (expiring after --max-age): an error reply (OOM,
+    /// READONLY, NOREPLICAS, NOPERM, ...) fails redis:writable.
+    #[arg(long, env = "REDIS_HEALTHD_CHECK_WRITES", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub check_writes: bool,
+    /// The key --check-writes sets [default: redis-healthd:<hostname>]
+    #[arg(long, env = "REDIS_HEALTHD_WRITE_KEY", value_name = "KEY")]
+    pub write_key: Option<String>,
+    /// While this key exists, redis:drain fails (readiness off): SET it to take Redis out of
+    /// rotation, DEL it to put it back.
+    #[arg(long, env = "REDIS_HEALTHD_DRAIN_KEY", value_name = "KEY")]
+    pub drain_key: Option<String>,
     /// Concurrent HTTP connections served; more are closed at once. Probes and scrapes need a
     /// handful; the cap keeps a flood from exhausting file descriptors (1024 is a common soft
     /// limit) or memory (about 25 KiB per connection).
@@ -127,6 +150,34 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
+/// A percentage flag: `90%` or `90`, above 0 and at most 100.
+fn parse_percent(value: &str) -> Result<f64, String> {
+    let number = value.trim().strip_suffix('%').unwrap_or(value.trim());
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!(
+            "{value:?} is not a percentage above 0 and at most 100 (e.g. 90%)"
+        )),
+    }
+}
+
+/// `redis-healthd:<hostname>`: one key per sidecar (the pod name in Kubernetes).
+fn default_write_key() -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let ok = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0;
+    let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    let host = if ok {
+        String::from_utf8_lossy(&name[..len]).into_owned()
+    } else {
+        String::new()
+    };
+    format!(
+        "redis-healthd:{}",
+        if host.is_empty() { "localhost" } else { &host }
+    )
+}
+
 /// The validated configuration the daemon runs on.
 #[derive(Clone)]
 pub struct Config {
@@ -137,7 +188,8 @@ pub struct Config {
     pub max_age: Duration,
     pub failure_threshold: u32,
     pub success_threshold: u32,
-    pub warn_latency: Duration,
+    /// What each check asks and how it judges the answers.
+    pub checks: Settings,
     pub max_connections: u32,
     pub log_format: LogFormat,
 }
@@ -390,6 +442,34 @@ impl Config {
                 humantime::format_duration(args.interval + args.timeout * 2)
             )));
         }
+        let master_by_topology = match redis.topology {
+            Topology::Standalone => None,
+            Topology::Sentinel => Some("Sentinel"),
+            Topology::Cluster => Some("the cluster"),
+        };
+        if let (Some(by), ExpectRole::Replica) = (master_by_topology, args.expect_role) {
+            return Err(ConfigError(format!(
+                "--expect-role replica cannot hold for {}: {by} always names a master",
+                redis.redacted
+            )));
+        }
+        for (flag, key) in [("--write-key", &args.write_key), ("--drain-key", &args.drain_key)] {
+            if key.as_deref().is_some_and(|k| k.is_empty()) {
+                return Err(ConfigError(format!("{flag} must not be empty")));
+            }
+        }
+        let checks = Settings {
+            warn_latency: args.warn_latency,
+            state: args.state_checks,
+            expect_role: args.expect_role,
+            master_by_topology,
+            warn_memory: args.warn_memory,
+            write_key: args
+                .check_writes
+                .then(|| args.write_key.clone().unwrap_or_else(default_write_key)),
+            write_ttl: max_age,
+            drain_key: args.drain_key.clone(),
+        };
         Ok(Self {
             redis,
             listen: args.listen,
@@ -398,7 +478,7 @@ impl Config {
             max_age,
             failure_threshold: args.failure_threshold,
             success_threshold: args.success_threshold,
-            warn_latency: args.warn_latency,
+            checks,
             max_connections: args.max_connections,
             log_format: args.log_format,
         })
@@ -422,7 +502,7 @@ impl fmt::Debug for Config {
             .field("max_age", &self.max_age)
             .field("failure_threshold", &self.failure_threshold)
             .field("success_threshold", &self.success_threshold)
-            .field("warn_latency", &self.warn_latency)
+            .field("checks", &self.checks)
             .field("max_connections", &self.max_connections)
             .field("log_format", &self.log_format)
             .finish()

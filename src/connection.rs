@@ -3,19 +3,23 @@
 //! failure, and commands bounded by the check budget. The probe holds one; a cluster holds one
 //! per node.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fred::prelude::{
     Builder, Client, ClientLike, Error, ErrorKind, EventInterface, FromValue, Options, ReconnectPolicy,
-    Server,
+    Server, Value,
 };
 use fred::types::{ClusterHash, CustomCommand};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::checks::{Asks, InfoReply, Replies};
 use crate::config::Config;
-use crate::health::{Failure, Outcome};
+use crate::health::Failure;
+
+/// The `INFO` sections the state checks read.
+const INFO_SECTIONS: [&str; 4] = ["server", "replication", "persistence", "memory"];
 
 /// A connection event from the client.
 pub enum Event {
@@ -50,6 +54,10 @@ pub struct Connection {
     connection_errors: Counter,
     /// The server of the latest connection (through Sentinel: the master it resolved).
     connected_to: Option<Server>,
+    /// The `NOPERM` reply to INFO on this connection: INFO is not asked again until the next.
+    info_denied: Option<String>,
+    /// The server refused `INFO` with several sections (before Redis 7.0): ask plain `INFO`.
+    info_plain: bool,
 }
 
 impl Connection {
@@ -97,23 +105,21 @@ impl Connection {
             trust_error_for: config.interval,
             connection_errors,
             connected_to: None,
+            info_denied: None,
+            info_plain: false,
         })
     }
 
-    /// PINGs once: `PONG` within the budget passes, anything else fails with the real reason.
-    /// With `cluster_info`, `CLUSTER INFO` goes out alongside and a `cluster_state` other than
-    /// `ok` fails the check too (a node of a failing cluster still answers PONG).
+    /// PINGs once, with what `asks` adds sent alongside on the same connection (pipelined, so
+    /// a check is still one round trip), everything bounded by the check budget.
     ///
     /// While the client knows the connection is down (a connection error since the last
     /// connect), the check fails at once with that error: fred would otherwise queue the PING
     /// until its next reconnect attempt and the crash would show only as a timeout.
-    pub async fn check_once(&mut self, cluster_info: bool) -> Outcome {
+    pub async fn check_once(&mut self, asks: &Asks) -> Replies {
         let at = SystemTime::now();
         if let Some(failure) = self.known_failure().await {
-            return Outcome {
-                at,
-                result: Err(failure),
-            };
+            return Replies::failed(at, failure);
         }
         let started = Instant::now();
         let client = self.client.with_options(&self.options);
@@ -121,38 +127,118 @@ impl Connection {
             let reply = client.ping::<String>(None).await;
             (reply, started.elapsed())
         };
-        let info = async {
-            if cluster_info {
+        let cluster_info = async {
+            if asks.cluster_info {
                 Some(self.query::<String>("CLUSTER", &["INFO"]).await)
             } else {
                 None
             }
         };
+        let ask_info = asks.info && self.info_denied.is_none();
+        let info = async {
+            if ask_info {
+                Some(self.info().await)
+            } else {
+                None
+            }
+        };
+        let write = async {
+            let (key, ttl) = asks.write.as_ref()?;
+            let started = Instant::now();
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let set = CustomCommand::new_static("SET", ClusterHash::FirstKey, false);
+            let args: Vec<Value> = vec![
+                key.as_str().into(),
+                now.as_millis().to_string().into(),
+                "PX".into(),
+                ttl.as_millis().to_string().into(),
+            ];
+            let reply = client.custom::<Value, _>(set, args).await;
+            Some(reply.map(|_| started.elapsed()))
+        };
+        let drain = async {
+            let key = asks.drain.as_ref()?;
+            let exists = CustomCommand::new_static("EXISTS", ClusterHash::FirstKey, false);
+            let reply = client
+                .custom::<i64, _>(exists, vec![Value::from(key.as_str())])
+                .await;
+            Some(reply.map(|n| n > 0))
+        };
         // fred's own timeout ends each command; this outer one (twice the budget) is only a
         // backstop, so that no fault inside the client can ever wedge the check loop.
-        let replies = tokio::time::timeout(self.budget * 2, async { tokio::join!(ping, info) }).await;
+        let replies = tokio::time::timeout(self.budget * 2, async {
+            tokio::join!(ping, cluster_info, info, write, drain)
+        })
+        .await;
         // The reason for a failed PING often arrives as a connection error at the same moment.
         self.drain_events();
-        let ((reply, elapsed), info) = replies.unwrap_or_else(|_| {
-            let backstop = || Err(Error::new(ErrorKind::Timeout, "backstop timeout"));
-            ((backstop(), self.budget * 2), None)
-        });
-        let result = match reply {
-            Ok(pong) if pong == "PONG" => {
-                match info.map(|i| i.map(|text| crate::cluster::state_problem(&text))) {
-                    Some(Ok(Some(problem))) => Err(Failure::Error(problem)),
-                    Some(Err(reason)) => Err(Failure::Error(format!("CLUSTER INFO failed: {reason}"))),
-                    Some(Ok(None)) | None => Ok(elapsed),
-                }
-            }
+        let Ok(((ping, elapsed), cluster_info, info, write, drain)) = replies else {
+            return Replies::failed(at, Failure::Timeout(self.budget));
+        };
+        let ping = match ping {
+            Ok(pong) if pong == "PONG" => Ok(elapsed),
             Ok(other) => Err(Failure::Error(format!(
                 "unexpected reply to PING: {:?}",
                 other.chars().take(64).collect::<String>()
             ))),
-            Err(e) if *e.kind() == ErrorKind::Timeout => Err(Failure::Timeout(self.budget)),
-            Err(e) => Err(Failure::Error(self.reason(&e))),
+            Err(e) => Err(self.failure(&e)),
         };
-        Outcome { at, result }
+        let info = match info {
+            None if self.info_denied.is_some() => {
+                InfoReply::Denied(self.info_denied.clone().unwrap_or_default())
+            }
+            None => InfoReply::NotAsked,
+            Some(reply) => self.info_reply(reply).await,
+        };
+        Replies {
+            at,
+            ping,
+            cluster_info,
+            info,
+            write: write.map(|reply| reply.map_err(|e| self.failure(&e))),
+            drain: drain.map(|reply| reply.map_err(|e| self.failure(&e))),
+        }
+    }
+
+    /// `INFO` with the sections the state checks read, or all of it where the server refuses
+    /// several sections in one call (before Redis 7.0).
+    async fn info(&self) -> Result<String, String> {
+        if self.info_plain {
+            self.query::<String>("INFO", &[]).await
+        } else {
+            self.query::<String>("INFO", &INFO_SECTIONS).await
+        }
+    }
+
+    /// Reads an `INFO` reply: a `NOPERM` stops INFO until the next connection; an `ERR` to the
+    /// several-sections form switches to plain `INFO` at once.
+    async fn info_reply(&mut self, reply: Result<String, String>) -> InfoReply {
+        let reply = match reply {
+            Err(reason) if reason.starts_with("ERR") && !self.info_plain => {
+                debug!(reason = %reason, "INFO with several sections refused; asking plain INFO");
+                self.info_plain = true;
+                self.info().await
+            }
+            other => other,
+        };
+        match reply {
+            Ok(text) => InfoReply::Text(text),
+            Err(reason) if reason.starts_with("NOPERM") => {
+                info!(reason = %reason, "INFO is not allowed for this user; state checks are off until the next connection");
+                self.info_denied = Some(reason.clone());
+                InfoReply::Denied(reason)
+            }
+            Err(reason) => InfoReply::Failed(reason),
+        }
+    }
+
+    /// A failed command as a check failure: its timeout, or its real reason.
+    fn failure(&self, error: &Error) -> Failure {
+        if *error.kind() == ErrorKind::Timeout {
+            Failure::Timeout(self.budget)
+        } else {
+            Failure::Error(self.reason(error))
+        }
     }
 
     /// Runs one command under the check budget; a failure reads as its real reason.
@@ -283,6 +369,9 @@ impl Connection {
                 debug!(server = %server, "redis connected");
                 self.connection_error = None;
                 self.connected_to = Some(server);
+                // A new connection may have a new user or a new server: ask INFO afresh.
+                self.info_denied = None;
+                self.info_plain = false;
                 Event::Connected
             }
             Err(broadcast::error::RecvError::Lagged(_)) => Event::Connected,

@@ -40,12 +40,71 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// What one check found: the round trip of a good answer, or why there was none.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one check found: a reading (with a warning, if it is `warn`), or why it failed.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     /// Wall-clock time the check started (for the document's `time`).
     pub at: SystemTime,
-    pub result: Result<Duration, Failure>,
+    pub result: Result<Reading, Failure>,
+}
+
+/// What a check observed when it did not fail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    /// The document's `observedValue` (and `observedUnit`).
+    pub value: Observed,
+    /// Why the reading is `warn` rather than `pass`, if it is.
+    pub warning: Option<String>,
+}
+
+impl Reading {
+    pub fn pass(value: Observed) -> Self {
+        Self { value, warning: None }
+    }
+
+    pub fn warn(value: Observed, warning: String) -> Self {
+        Self {
+            value,
+            warning: Some(warning),
+        }
+    }
+}
+
+/// An observed value, with its unit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    /// A round trip, shown in milliseconds.
+    RoundTrip(Duration),
+    /// A share of a limit (used memory of `maxmemory`).
+    Percent(f64),
+    Bytes(u64),
+    /// A state in words (`master`, `up`, `ok`).
+    Text(String),
+    /// Nothing to show (a check that could not look).
+    Nothing,
+}
+
+impl Observed {
+    /// The round trip, for the latency metrics.
+    pub fn round_trip(&self) -> Option<Duration> {
+        match self {
+            Observed::RoundTrip(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+/// What one check round found on one component (a server): an outcome per named check.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// What the component's thresholds are tracked under (stable across a Sentinel failover).
+    pub key: String,
+    /// The component's `componentId` (never a secret).
+    pub id: String,
+    /// `(check name, outcome)`, in the order the document lists checks.
+    pub outcomes: Vec<(&'static str, Outcome)>,
+    /// The server's `run_id` and uptime, when `INFO` was read: a new `run_id` is a restart.
+    pub run: Option<(String, Option<u64>)>,
 }
 
 /// The thresholds a [`Tracker`] applies.
@@ -53,7 +112,6 @@ pub struct Outcome {
 pub struct Thresholds {
     pub failure: u32,
     pub success: u32,
-    pub warn_latency: Duration,
 }
 
 /// Turns a stream of outcomes for one component into a thresholded state.
@@ -97,7 +155,7 @@ impl Tracker {
     pub fn observe(&mut self, outcome: Outcome) -> ComponentState {
         let t = self.thresholds;
         let latest = match &outcome.result {
-            Ok(rtt) if *rtt > t.warn_latency => Status::Warn,
+            Ok(reading) if reading.warning.is_some() => Status::Warn,
             Ok(_) => Status::Pass,
             Err(_) => Status::Fail,
         };
@@ -117,15 +175,7 @@ impl Tracker {
             }
         }
         let (status, output) = match (&outcome.result, self.healthy) {
-            (Ok(rtt), Some(true)) if latest == Status::Warn => (
-                Status::Warn,
-                Some(format!(
-                    "slow PONG: {} is over the warn latency {}",
-                    format_ms(*rtt),
-                    humantime::format_duration(t.warn_latency)
-                )),
-            ),
-            (Ok(_), Some(true)) => (Status::Pass, None),
+            (Ok(reading), Some(true)) => (latest, reading.warning.clone()),
             (Ok(_), _) => (
                 Status::Fail,
                 Some(format!(
@@ -236,7 +286,7 @@ struct Entry<'a> {
     component_id: &'a str,
     component_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    observed_value: Option<f64>,
+    observed_value: Option<Value<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     observed_unit: Option<&'static str>,
     status: Status,
@@ -248,12 +298,33 @@ struct Entry<'a> {
     last_success: Option<String>,
 }
 
+/// An `observedValue`: a number or a word.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Value<'a> {
+    Number(f64),
+    Text(&'a str),
+}
+
+/// An observed value as the document shows it: value and unit.
+fn observed(value: &Observed) -> Option<(Value<'_>, Option<&'static str>)> {
+    match value {
+        Observed::RoundTrip(d) => Some((Value::Number(millis(*d)), Some("ms"))),
+        Observed::Percent(p) => Some((Value::Number((p * 10.0).round() / 10.0), Some("%"))),
+        // Exact below 2^53, which no Redis reaches.
+        Observed::Bytes(b) => Some((Value::Number(*b as f64), Some("bytes"))),
+        Observed::Text(t) => Some((Value::Text(t), None)),
+        Observed::Nothing => None,
+    }
+}
+
 /// Milliseconds with microsecond precision, as the document's `observedValue`.
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn format_ms(d: Duration) -> String {
+/// A round trip as `1.234ms`.
+pub fn format_ms(d: Duration) -> String {
     format!("{}ms", millis(d))
 }
 
@@ -289,11 +360,16 @@ pub fn render_document(verdict: &Verdict, description: &str) -> Bytes {
                 .iter()
                 .map(|c| {
                     let s = &c.state;
+                    let (observed_value, observed_unit) =
+                        match s.outcome.result.as_ref().ok().and_then(|r| observed(&r.value)) {
+                            Some((value, unit)) => (Some(value), unit),
+                            None => (None, None),
+                        };
                     Entry {
                         component_id: &c.id,
                         component_type: c.kind,
-                        observed_value: s.outcome.result.as_ref().ok().map(|d| millis(*d)),
-                        observed_unit: s.outcome.result.as_ref().ok().map(|_| "ms"),
+                        observed_value,
+                        observed_unit,
                         status: s.latest,
                         time: rfc3339(s.outcome.at),
                         output: match &s.outcome.result {
@@ -430,13 +506,17 @@ mod tests {
     const T: Thresholds = Thresholds {
         failure: 1,
         success: 1,
-        warn_latency: Duration::from_millis(100),
     };
 
+    /// A PONG after `ms`, a warning past 100 ms (as `redis:responseTime` judges it).
     fn ok(ms: u64) -> Outcome {
+        let value = Observed::RoundTrip(Duration::from_millis(ms));
         Outcome {
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            result: Ok(Duration::from_millis(ms)),
+            result: Ok(match ms {
+                0..=100 => Reading::pass(value),
+                _ => Reading::warn(value, format!("slow PONG: {ms}ms is over the warn latency 100ms")),
+            }),
         }
     }
 

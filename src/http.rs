@@ -256,7 +256,7 @@ fn reply(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{Component, ComponentState, NamedCheck, Outcome, Status, Verdict};
+    use crate::health::{Component, ComponentState, NamedCheck, Observed, Outcome, Reading, Status, Verdict};
     use std::time::SystemTime;
 
     fn state_with(status: Status) -> State {
@@ -272,7 +272,7 @@ mod tests {
                         healthy: Some(status != Status::Fail),
                         outcome: Outcome {
                             at: SystemTime::now(),
-                            result: Ok(Duration::from_millis(1)),
+                            result: Ok(Reading::pass(Observed::RoundTrip(Duration::from_millis(1)))),
                         },
                         consecutive_failures: 0,
                         last_success: Some(SystemTime::now()),

@@ -19,12 +19,14 @@
 //! with max-age.
 
 pub mod check;
+pub mod checks;
 pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod health;
 pub mod http;
+pub mod info;
 pub mod metrics;
 pub mod probe;
 pub mod process;

@@ -18,7 +18,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::health::{ComponentState, Failure, Status};
+use crate::checks::RESPONSE_TIME;
+use crate::health::{Failure, Status, Verdict};
 use crate::process::ProcessCollector;
 
 /// Content type of the OpenMetrics text format.
@@ -38,6 +39,13 @@ struct NodeLabels {
     node: String,
 }
 
+/// The labels of `redis_healthd_check_status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckStatusLabels {
+    check: &'static str,
+    status: &'static str,
+}
+
 /// Every metric the daemon exports, and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -51,6 +59,8 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     connection_errors: Counter,
     cluster_node_up: Family<NodeLabels, Gauge>,
+    check_status: Family<CheckStatusLabels, Gauge>,
+    redis_restarts: Counter,
     /// Bumped by every recorded check: a cached body from an older generation is stale.
     generation: AtomicU64,
     /// The last body of each format: [classic, OpenMetrics].
@@ -90,6 +100,8 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let connection_errors = Counter::default();
         let cluster_node_up = Family::<NodeLabels, Gauge>::default();
+        let check_status = Family::<CheckStatusLabels, Gauge>::default();
+        let redis_restarts = Counter::default();
         for result in ["pass", "warn", "fail", "timeout"] {
             let _ = checks.get_or_create(&CheckLabels { result });
         }
@@ -148,6 +160,17 @@ impl Metrics {
             cluster_node_up.clone(),
         );
         sub.register(
+            "check_status",
+            "One-hot status of each named check (worst of its components, thresholds applied): \
+             1 for the current status (pass, warn, fail), 0 for the others",
+            check_status.clone(),
+        );
+        sub.register(
+            "redis_restarts",
+            "Times a checked server's run_id changed: Redis restarted (and may have lost data)",
+            redis_restarts.clone(),
+        );
+        sub.register(
             "build",
             "Build information; the value is always 1",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -163,6 +186,8 @@ impl Metrics {
             last_success,
             connection_errors,
             cluster_node_up,
+            check_status,
+            redis_restarts,
             generation: AtomicU64::new(0),
             cache: Mutex::new([None, None]),
         }
@@ -173,13 +198,19 @@ impl Metrics {
         self.connection_errors.clone()
     }
 
-    /// Records one check: the state of each component after it (one, or one per cluster node).
-    pub fn record<'a>(&self, states: impl IntoIterator<Item = &'a ComponentState>) {
+    /// Records one check round: the PING metrics from `redis:responseTime` (one component, or
+    /// one per cluster primary) and the status of every named check.
+    pub fn record(&self, verdict: &Verdict) {
         let mut checked = 0;
         let mut passed = 0;
         let mut failures = 0;
         let mut at = None;
-        for state in states {
+        let pings = verdict
+            .checks
+            .iter()
+            .filter(|c| c.name == RESPONSE_TIME)
+            .flat_map(|c| &c.components);
+        for state in pings.map(|c| &c.state) {
             let result = match (&state.outcome.result, state.latest) {
                 (Ok(_), Status::Warn) => "warn",
                 (Ok(_), _) => "pass",
@@ -187,7 +218,13 @@ impl Metrics {
                 (Err(Failure::Error(_)), _) => "fail",
             };
             self.checks.get_or_create(&CheckLabels { result }).inc();
-            if let Ok(rtt) = state.outcome.result {
+            if let Some(rtt) = state
+                .outcome
+                .result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.value.round_trip())
+            {
                 self.ping_duration.observe(rtt.as_secs_f64());
                 passed += 1;
             }
@@ -204,6 +241,29 @@ impl Metrics {
                 self.last_success.set(epoch_seconds(at));
             }
         }
+        // A check no longer reported (redis:replication after a promotion) loses its series.
+        self.check_status.clear();
+        for check in &verdict.checks {
+            let worst = check.components.iter().map(|c| c.state.status).max();
+            for (status, label) in [
+                (Status::Pass, "pass"),
+                (Status::Warn, "warn"),
+                (Status::Fail, "fail"),
+            ] {
+                self.check_status
+                    .get_or_create(&CheckStatusLabels {
+                        check: check.name,
+                        status: label,
+                    })
+                    .set(i64::from(worst == Some(status)));
+            }
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts a restart of a checked server (a new `run_id`).
+    pub fn count_restart(&self) {
+        self.redis_restarts.inc();
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -273,21 +333,36 @@ fn epoch_seconds(at: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::Outcome;
+    use crate::health::{Component, ComponentState, NamedCheck, Observed, Outcome, Reading};
 
-    fn state(result: Result<Duration, Failure>, latest: Status) -> ComponentState {
-        ComponentState {
+    /// A verdict of one `check` with one component in this state.
+    fn verdict(check: &'static str, result: Result<Duration, Failure>, latest: Status) -> Verdict {
+        let state = ComponentState {
             status: latest,
             latest,
             healthy: Some(latest != Status::Fail),
             outcome: Outcome {
                 at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-                result,
+                result: result.map(|rtt| Reading::pass(Observed::RoundTrip(rtt))),
             },
             consecutive_failures: u32::from(latest == Status::Fail),
             last_success: None,
             output: None,
+        };
+        Verdict {
+            checks: vec![NamedCheck {
+                name: check,
+                components: vec![Component {
+                    id: "redis://127.0.0.1:6379".into(),
+                    kind: "datastore",
+                    state,
+                }],
+            }],
         }
+    }
+
+    fn state(result: Result<Duration, Failure>, latest: Status) -> Verdict {
+        verdict(RESPONSE_TIME, result, latest)
     }
 
     proptest::proptest! {
@@ -315,11 +390,11 @@ mod tests {
     #[test]
     fn classic_and_openmetrics_encodings() {
         let metrics = Metrics::new(Duration::from_millis(500));
-        metrics.record([&state(Ok(Duration::from_micros(250)), Status::Pass)]);
-        metrics.record([&state(
+        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
+        metrics.record(&state(
             Err(Failure::Timeout(Duration::from_millis(500))),
             Status::Fail,
-        )]);
+        ));
         let (classic, content_type) = metrics.encode(false, true);
         let classic = String::from_utf8(classic.to_vec()).unwrap();
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
@@ -364,7 +439,7 @@ mod tests {
         assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes are served again");
         let (not_ready, _) = metrics.encode(false, false);
         assert!(String::from_utf8_lossy(&not_ready).contains("redis_healthd_ready 0"));
-        metrics.record([&state(Ok(Duration::from_micros(250)), Status::Pass)]);
+        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
         let (after_check, _) = metrics.encode(false, false);
         assert!(
             String::from_utf8_lossy(&after_check).contains("redis_healthd_checks_total{result=\"pass\"} 1")

@@ -1,6 +1,6 @@
 //! The check loop: a check every interval (and at once when a connection drops or comes
-//! back) over one [`Connection`] or, for Redis Cluster, one per node; each component's outcome
-//! goes through its own [`Tracker`], and the verdict is published as a [`Snapshot`].
+//! back) over one [`Connection`] or, for Redis Cluster, one per node; each named check of each
+//! component goes through its own [`Tracker`], and the verdict is published as a [`Snapshot`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,23 +10,12 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
+use crate::checks::{self, evaluate};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::{Connection, Event};
-use crate::health::{Component, NamedCheck, Outcome, Snapshot, Status, Thresholds, Tracker, Verdict};
+use crate::health::{Component, NamedCheck, Observation, Snapshot, Status, Thresholds, Tracker, Verdict};
 use crate::metrics::Metrics;
-
-/// The name of the PING check in the health+json document.
-pub const CHECK_NAME: &str = "redis:responseTime";
-
-/// One check's finding for one component, before thresholds.
-pub struct Observation {
-    /// What the component's thresholds are tracked under (stable across a Sentinel failover).
-    pub key: String,
-    /// The component's `componentId` (never a secret).
-    pub id: String,
-    pub outcome: Outcome,
-}
 
 /// The Redis side of the daemon: one connection, or one per node of a cluster.
 pub enum Probe {
@@ -48,17 +37,15 @@ impl Probe {
     }
 
     /// Runs one check: an observation per component.
-    async fn check(&mut self, config: &Config) -> Vec<Observation> {
+    pub async fn check(&mut self, config: &Config) -> Vec<Observation> {
         match self {
             Self::Single(connection) => {
-                let outcome = connection.check_once(false).await;
-                vec![Observation {
-                    key: String::new(),
-                    id: config.redis.component_id(connection.connected_to()),
-                    outcome,
-                }]
+                let asks = config.checks.asks();
+                let replies = connection.check_once(&asks).await;
+                let id = config.redis.component_id(connection.connected_to());
+                vec![evaluate(String::new(), id, replies, &asks, &config.checks)]
             }
-            Self::Cluster(cluster) => cluster.check().await,
+            Self::Cluster(cluster) => cluster.check(&config.checks).await,
         }
     }
 
@@ -104,9 +91,9 @@ pub async fn run(
     let thresholds = Thresholds {
         failure: config.failure_threshold,
         success: config.success_threshold,
-        warn_latency: config.warn_latency,
     };
-    let mut trackers: BTreeMap<String, Tracker> = BTreeMap::new();
+    let mut trackers: Trackers = BTreeMap::new();
+    let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
     let min_gap = config.reconnect_delay();
     let mut started = false;
     let mut status: Option<Status> = None;
@@ -143,32 +130,11 @@ pub async fn run(
         let check_started = tokio::time::Instant::now();
         let observations = probe.check(&config).await;
         if let Probe::Cluster(_) = probe {
-            metrics.record_cluster_nodes(
-                observations
-                    .iter()
-                    .map(|o| (o.key.as_str(), o.outcome.result.is_ok())),
-            );
+            metrics.record_cluster_nodes(observations.iter().map(|o| (o.key.as_str(), checks::answered(o))));
         }
-        // A component gone from the check (a former cluster primary) takes its count with it.
-        trackers.retain(|key, _| observations.iter().any(|o| &o.key == key));
-        let components: Vec<Component> = observations
-            .into_iter()
-            .map(|o| Component {
-                state: trackers
-                    .entry(o.key)
-                    .or_insert_with(|| Tracker::new(thresholds))
-                    .observe(o.outcome),
-                id: o.id,
-                kind: "datastore",
-            })
-            .collect();
-        metrics.record(components.iter().map(|c| &c.state));
-        let verdict = Verdict {
-            checks: vec![NamedCheck {
-                name: CHECK_NAME,
-                components,
-            }],
-        };
+        note_restarts(&observations, &mut run_ids, &metrics);
+        let verdict = judge(observations, &mut trackers, thresholds);
+        metrics.record(&verdict);
         let snapshot = Snapshot::new(Instant::now(), verdict, &description, started);
         started = snapshot.started;
         log_transition(status, &snapshot);
@@ -179,6 +145,57 @@ pub async fn run(
         earliest_extra = tokio::time::Instant::now() + min_gap;
     }
     probe
+}
+
+/// A [`Tracker`] per (check name, component key).
+type Trackers = BTreeMap<(&'static str, String), Tracker>;
+
+/// Folds one round of observations into the trackers and returns the verdict: one named check
+/// per check some component reported, in [`checks::ALL`] order. A component gone from the
+/// round (a former cluster primary) takes its trackers with it; a check a component skipped
+/// (the state checks while Redis does not answer) keeps its tracker.
+pub fn judge(observations: Vec<Observation>, trackers: &mut Trackers, thresholds: Thresholds) -> Verdict {
+    trackers.retain(|(_, key), _| observations.iter().any(|o| &o.key == key));
+    let mut checks: Vec<NamedCheck> = Vec::new();
+    for observation in observations {
+        for (name, outcome) in observation.outcomes {
+            let state = trackers
+                .entry((name, observation.key.clone()))
+                .or_insert_with(|| Tracker::new(thresholds))
+                .observe(outcome);
+            let component = Component {
+                id: observation.id.clone(),
+                kind: "datastore",
+                state,
+            };
+            match checks.iter_mut().find(|c| c.name == name) {
+                Some(check) => check.components.push(component),
+                None => checks.push(NamedCheck {
+                    name,
+                    components: vec![component],
+                }),
+            }
+        }
+    }
+    checks.sort_by_key(|c| checks::ALL.iter().position(|n| *n == c.name));
+    Verdict { checks }
+}
+
+/// Counts and logs a server whose `run_id` changed since the last check: Redis restarted and
+/// may have lost data.
+fn note_restarts(observations: &[Observation], run_ids: &mut BTreeMap<String, String>, metrics: &Metrics) {
+    for observation in observations {
+        let Some((run_id, uptime)) = &observation.run else {
+            continue;
+        };
+        if let Some(previous) = run_ids.insert(observation.key.clone(), run_id.clone()) {
+            if previous != *run_id {
+                metrics.count_restart();
+                let uptime = uptime.map_or_else(|| "unknown".to_owned(), |s| format!("{s}s"));
+                warn!(component = %observation.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
+            }
+        }
+    }
 }
 
 /// The document's `description`.

@@ -1,0 +1,623 @@
+//! The named checks, no I/O: what to ask a server each round ([`Asks`]), what it answered
+//! ([`Replies`]), and how the answers become one [`Outcome`] per named check
+//! ([`evaluate`]). The daemon's loop and the cluster code both run every server's replies
+//! through the same [`evaluate`].
+//!
+//! PING alone answers PONG while Redis refuses every write (OOM, NOREPLICAS, a demoted master)
+//! or serves stale reads; the checks here read `INFO` sent alongside the PING, and optionally
+//! write a key and look for a drain key, in the same round trip.
+
+use std::time::{Duration, SystemTime};
+
+use crate::health::{format_ms, Failure, Observation, Observed, Outcome, Reading};
+use crate::info::{Info, Role, PERSISTENCE_FIELDS};
+
+/// The PING round trip (and, for a cluster, `cluster_state`).
+pub const RESPONSE_TIME: &str = "redis:responseTime";
+/// `master` or `replica`, against `--expect-role`.
+pub const ROLE: &str = "redis:role";
+/// A replica's link to its master.
+pub const REPLICATION: &str = "redis:replication";
+/// Used memory against `maxmemory`.
+pub const MEMORY: &str = "redis:memory";
+/// The last RDB save and AOF write.
+pub const PERSISTENCE: &str = "redis:persistence";
+/// A `SET` of the write key (`--check-writes`).
+pub const WRITABLE: &str = "redis:writable";
+/// The drain key (`--drain-key`).
+pub const DRAIN: &str = "redis:drain";
+
+/// Every check name, in the order the document and the metrics list them.
+pub const ALL: [&str; 7] = [
+    RESPONSE_TIME,
+    ROLE,
+    REPLICATION,
+    MEMORY,
+    PERSISTENCE,
+    WRITABLE,
+    DRAIN,
+];
+
+/// The role `--expect-role` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExpectRole {
+    Master,
+    Replica,
+    Any,
+}
+
+/// How the checks judge what they read (from the command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// A slower PONG is `warn`.
+    pub warn_latency: Duration,
+    /// Send `INFO` with each PING (role, replication, memory, persistence).
+    pub state: bool,
+    pub expect_role: ExpectRole,
+    /// The URL reaches a server that must be a master (Sentinel's, a cluster's primaries):
+    /// a replica there is a failover in progress.
+    pub master_by_topology: Option<&'static str>,
+    /// With `noeviction`, used memory from this percentage of `maxmemory` on is `warn`.
+    pub warn_memory: f64,
+    /// `--check-writes`: the key `SET` each check (a cluster gives each primary its own).
+    pub write_key: Option<String>,
+    /// The expiry of the write key.
+    pub write_ttl: Duration,
+    pub drain_key: Option<String>,
+}
+
+impl Settings {
+    /// What to ask a single server (not a cluster node) each check.
+    pub fn asks(&self) -> Asks {
+        Asks {
+            cluster_info: false,
+            info: self.state,
+            write: self.write_key.clone().map(|key| (key, self.write_ttl)),
+            drain: self.drain_key.clone(),
+        }
+    }
+}
+
+/// What one check sends a server besides PING, all pipelined on its connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Asks {
+    /// `CLUSTER INFO` (cluster nodes).
+    pub cluster_info: bool,
+    /// `INFO server replication persistence memory`.
+    pub info: bool,
+    /// `SET key <unix ms> PX ttl`.
+    pub write: Option<(String, Duration)>,
+    /// `EXISTS key`.
+    pub drain: Option<String>,
+}
+
+/// The reply to `INFO`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InfoReply {
+    /// Not asked: state checks off.
+    NotAsked,
+    /// The user may not run INFO (`NOPERM ...`); not asked again until the next connection.
+    Denied(String),
+    /// No usable answer.
+    Failed(String),
+    Text(String),
+}
+
+/// What a server answered in one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replies {
+    /// Wall-clock time the check started.
+    pub at: SystemTime,
+    /// The PONG's round trip, or why there was none.
+    pub ping: Result<Duration, Failure>,
+    pub cluster_info: Option<Result<String, String>>,
+    pub info: InfoReply,
+    /// The SET's round trip, or the reply that refused it.
+    pub write: Option<Result<Duration, Failure>>,
+    /// Whether the drain key exists.
+    pub drain: Option<Result<bool, Failure>>,
+}
+
+impl Replies {
+    /// A check that sent nothing: it failed before a command went out.
+    pub fn failed(at: SystemTime, failure: Failure) -> Self {
+        Self {
+            at,
+            ping: Err(failure),
+            cluster_info: None,
+            info: InfoReply::NotAsked,
+            write: None,
+            drain: None,
+        }
+    }
+}
+
+/// Turns one server's replies into an outcome per named check. While the server does not
+/// answer PING only `redis:responseTime` is reported: the state checks cannot look.
+pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings: &Settings) -> Observation {
+    let at = replies.at;
+    let outcome = |result| Outcome { at, result };
+    let ping = replies.ping.and_then(|rtt| match replies.cluster_info {
+        Some(Ok(text)) => {
+            crate::info::cluster_state_problem(&text).map_or(Ok(rtt), |p| Err(Failure::Error(p)))
+        }
+        Some(Err(reason)) => Err(Failure::Error(format!("CLUSTER INFO failed: {reason}"))),
+        None => Ok(rtt),
+    });
+    let answered = ping.is_ok();
+    let mut outcomes = vec![(
+        RESPONSE_TIME,
+        outcome(ping.map(|rtt| response_time(rtt, settings))),
+    )];
+    if !answered {
+        return Observation {
+            key,
+            id,
+            outcomes,
+            run: None,
+        };
+    }
+    let mut run = None;
+    match replies.info {
+        InfoReply::NotAsked => {}
+        InfoReply::Text(text) => {
+            let info = Info::parse(&text);
+            run = info.run_id.clone().map(|id| (id, info.uptime_in_seconds));
+            outcomes.push((ROLE, outcome(role(&info, settings))));
+            if info.role == Some(Role::Replica) {
+                outcomes.push((REPLICATION, outcome(replication(&info, settings))));
+            }
+            outcomes.push((MEMORY, outcome(memory(&info, settings))));
+            outcomes.push((PERSISTENCE, outcome(persistence(&info))));
+        }
+        InfoReply::Denied(reason) | InfoReply::Failed(reason) => {
+            let unknown = format!("not checked: INFO failed: {reason}");
+            for name in [ROLE, MEMORY, PERSISTENCE] {
+                outcomes.push((
+                    name,
+                    outcome(Ok(Reading::warn(Observed::Nothing, unknown.clone()))),
+                ));
+            }
+        }
+    }
+    if let Some(write) = replies.write {
+        outcomes.push((
+            WRITABLE,
+            outcome(write.map(|rtt| Reading::pass(Observed::RoundTrip(rtt)))),
+        ));
+    }
+    if let (Some(exists), Some(key)) = (replies.drain, &asks.drain) {
+        let result = match exists {
+            Ok(true) => Err(Failure::Error(format!("drained: key {key} exists"))),
+            Ok(false) => Ok(Reading::pass(Observed::Text("not drained".into()))),
+            // A drain key that cannot be read must not take the server out of rotation.
+            Err(failure) => Ok(Reading::warn(
+                Observed::Nothing,
+                format!("cannot read the drain key {key}: {failure}"),
+            )),
+        };
+        outcomes.push((DRAIN, outcome(result)));
+    }
+    Observation {
+        key,
+        id,
+        outcomes,
+        run,
+    }
+}
+
+/// True when the server answered the PING (and, for a cluster, said `cluster_state:ok`).
+pub fn answered(observation: &Observation) -> bool {
+    observation
+        .outcomes
+        .iter()
+        .any(|(name, o)| *name == RESPONSE_TIME && o.result.is_ok())
+}
+
+/// `redis:responseTime`: a PONG, `warn` when slower than `--warn-latency`.
+fn response_time(rtt: Duration, settings: &Settings) -> Reading {
+    let value = Observed::RoundTrip(rtt);
+    if rtt > settings.warn_latency {
+        let warning = format!(
+            "slow PONG: {} is over the warn latency {}",
+            format_ms(rtt),
+            humantime::format_duration(settings.warn_latency)
+        );
+        Reading::warn(value, warning)
+    } else {
+        Reading::pass(value)
+    }
+}
+
+/// `redis:role`: the role against `--expect-role`, or against the topology (a server that
+/// Sentinel or the cluster calls a master but that says it is a replica is mid-failover).
+fn role(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
+    let Some(role) = info.role else {
+        return Ok(Reading::warn(Observed::Nothing, "INFO has no role field".into()));
+    };
+    let described = match (role, &info.master) {
+        (Role::Replica, Some(master)) => format!("replica of {master}"),
+        _ => role.as_str().to_owned(),
+    };
+    let expected = match (settings.master_by_topology, settings.expect_role) {
+        (Some(_), _) | (None, ExpectRole::Master) => Some(Role::Master),
+        (None, ExpectRole::Replica) => Some(Role::Replica),
+        (None, ExpectRole::Any) => None,
+    };
+    match (expected, settings.master_by_topology) {
+        (Some(expected), Some(by)) if expected != role => Err(Failure::Error(format!(
+            "role is {described}, but {by} names it the master: a failover is in progress"
+        ))),
+        (Some(expected), None) if expected != role => Err(Failure::Error(format!(
+            "role is {described}, expected {}",
+            expected.as_str()
+        ))),
+        _ => Ok(Reading::pass(Observed::Text(role.as_str().to_owned()))),
+    }
+}
+
+/// `redis:replication` (replicas only): the link to the master is up and no full sync runs.
+/// A broken link is `fail` when a replica is expected, else `warn` (stale reads).
+fn replication(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
+    let link = info.master_link_status.as_deref().unwrap_or("unknown");
+    if link == "up" && !info.master_sync_in_progress {
+        return Ok(Reading::pass(Observed::Text("up".into())));
+    }
+    let mut fields = vec![format!("master_link_status:{link}")];
+    if let Some(since) = info.master_link_down_since_seconds.filter(|_| link != "up") {
+        fields.push(format!("master_link_down_since_seconds:{since}"));
+    }
+    if info.master_sync_in_progress {
+        fields.push("master_sync_in_progress:1".into());
+    }
+    let master = info.master.as_deref().unwrap_or("its master");
+    let problem = format!(
+        "{}: reads from this replica of {master} may be stale",
+        fields.join(", ")
+    );
+    if settings.expect_role == ExpectRole::Replica {
+        Err(Failure::Error(problem))
+    } else {
+        Ok(Reading::warn(Observed::Text(link.to_owned()), problem))
+    }
+}
+
+/// `redis:memory`: used memory as a percentage of `maxmemory` (bytes without a limit). Only
+/// `noeviction` makes a full Redis refuse writes, so only it is `warn` near or over the limit.
+fn memory(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
+    let Some(used) = info.used_memory else {
+        return Ok(Reading::warn(
+            Observed::Nothing,
+            "INFO has no used_memory field".into(),
+        ));
+    };
+    let limit = info.maxmemory.unwrap_or(0);
+    if limit == 0 {
+        return Ok(Reading::pass(Observed::Bytes(used)));
+    }
+    // Exact below 2^53, which no Redis reaches.
+    let percent = used as f64 * 100.0 / limit as f64;
+    let value = Observed::Percent(percent);
+    let policy = info.maxmemory_policy.as_deref().unwrap_or("unknown");
+    if policy != "noeviction" || percent < settings.warn_memory {
+        return Ok(Reading::pass(value));
+    }
+    let warning = if used > limit {
+        format!(
+            "used_memory {} over maxmemory {} with noeviction: writes fail with OOM",
+            mib(used),
+            mib(limit)
+        )
+    } else {
+        format!(
+            "used_memory {} is {percent:.1}% of maxmemory {} with noeviction: writes fail with OOM at 100%",
+            mib(used),
+            mib(limit)
+        )
+    };
+    Ok(Reading::warn(value, warning))
+}
+
+/// `redis:persistence`: `warn` naming each status field that says `err`.
+fn persistence(info: &Info) -> Result<Reading, Failure> {
+    let failed: Vec<String> = info
+        .persistence
+        .iter()
+        .filter(|(_, value)| value == "err")
+        .map(|(field, value)| format!("{field}:{value}"))
+        .collect();
+    if failed.is_empty() {
+        let known = info.persistence.len() == PERSISTENCE_FIELDS.len();
+        return Ok(if known {
+            Reading::pass(Observed::Text("ok".into()))
+        } else {
+            Reading::warn(Observed::Nothing, "INFO has no persistence status fields".into())
+        });
+    }
+    Ok(Reading::warn(
+        Observed::Text("err".into()),
+        format!("{}: the last save or append-only write failed", failed.join(", ")),
+    ))
+}
+
+/// Bytes as MiB with one decimal (`1.3 MiB`), as Redis's `*_human` fields round.
+fn mib(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if (mib - mib.round()).abs() < 0.05 {
+        format!("{} MiB", mib.round())
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            warn_latency: Duration::from_millis(100),
+            state: true,
+            expect_role: ExpectRole::Any,
+            master_by_topology: None,
+            warn_memory: 90.0,
+            write_key: None,
+            write_ttl: Duration::from_secs(3),
+            drain_key: None,
+        }
+    }
+
+    fn replies(info: &str) -> Replies {
+        Replies {
+            at: SystemTime::UNIX_EPOCH,
+            ping: Ok(Duration::from_millis(1)),
+            cluster_info: None,
+            info: InfoReply::Text(info.into()),
+            write: None,
+            drain: None,
+        }
+    }
+
+    /// `(check, Ok(warning) | Err(failure))` per outcome.
+    fn judged(observation: &Observation) -> Vec<(&'static str, Result<Option<String>, String>)> {
+        observation
+            .outcomes
+            .iter()
+            .map(|(name, o)| {
+                let judged = match &o.result {
+                    Ok(reading) => Ok(reading.warning.clone()),
+                    Err(failure) => Err(failure.to_string()),
+                };
+                (*name, judged)
+            })
+            .collect()
+    }
+
+    fn judge(info: &str, settings: &Settings) -> Vec<(&'static str, Result<Option<String>, String>)> {
+        let asks = settings.asks();
+        judged(&evaluate(
+            String::new(),
+            "id".into(),
+            replies(info),
+            &asks,
+            settings,
+        ))
+    }
+
+    const MASTER: &str = "run_id:abc\r\nuptime_in_seconds:5\r\nrole:master\r\nused_memory:1000\r\nmaxmemory:0\r\n\
+        maxmemory_policy:noeviction\r\nrdb_last_bgsave_status:ok\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\n";
+
+    #[test]
+    fn a_healthy_master_passes_every_state_check() {
+        let observation = evaluate(
+            String::new(),
+            "id".into(),
+            replies(MASTER),
+            &Asks::default(),
+            &settings(),
+        );
+        assert_eq!(observation.run, Some(("abc".into(), Some(5))));
+        assert_eq!(
+            judged(&observation),
+            [
+                (RESPONSE_TIME, Ok(None)),
+                (ROLE, Ok(None)),
+                (MEMORY, Ok(None)),
+                (PERSISTENCE, Ok(None)),
+            ]
+        );
+        assert_eq!(
+            observation.outcomes[2].1.result.as_ref().unwrap().value,
+            Observed::Bytes(1000)
+        );
+    }
+
+    #[test]
+    fn a_role_other_than_expected_fails() {
+        let replica = MASTER.replace(
+            "role:master",
+            "role:slave\r\nmaster_host:10.0.0.7\r\nmaster_port:6379\r\nmaster_link_status:up",
+        );
+        let expect_master = Settings {
+            expect_role: ExpectRole::Master,
+            ..settings()
+        };
+        assert_eq!(
+            judge(&replica, &expect_master)[1],
+            (
+                ROLE,
+                Err("role is replica of 10.0.0.7:6379, expected master".into())
+            )
+        );
+        let sentinel = Settings {
+            master_by_topology: Some("Sentinel"),
+            ..settings()
+        };
+        assert_eq!(
+            judge(&replica, &sentinel)[1],
+            (
+                ROLE,
+                Err("role is replica of 10.0.0.7:6379, but Sentinel names it the master: a failover is in progress".into())
+            )
+        );
+        let expect_replica = Settings {
+            expect_role: ExpectRole::Replica,
+            ..settings()
+        };
+        assert_eq!(
+            judge(MASTER, &expect_replica)[1],
+            (ROLE, Err("role is master, expected replica".into()))
+        );
+        assert_eq!(judge(&replica, &expect_replica)[1], (ROLE, Ok(None)));
+        assert_eq!(judge(&replica, &expect_replica)[2], (REPLICATION, Ok(None)));
+    }
+
+    #[test]
+    fn a_replica_with_its_link_down_warns_or_fails_as_expected() {
+        let stale = MASTER.replace(
+            "role:master",
+            "role:slave\r\nmaster_host:10.0.0.7\r\nmaster_port:6379\r\nmaster_link_status:down\r\n\
+             master_sync_in_progress:0\r\nmaster_link_down_since_seconds:12",
+        );
+        let problem =
+            "master_link_status:down, master_link_down_since_seconds:12: reads from this replica of \
+                       10.0.0.7:6379 may be stale";
+        assert_eq!(
+            judge(&stale, &settings())[2],
+            (REPLICATION, Ok(Some(problem.into())))
+        );
+        let expect_replica = Settings {
+            expect_role: ExpectRole::Replica,
+            ..settings()
+        };
+        assert_eq!(
+            judge(&stale, &expect_replica)[2],
+            (REPLICATION, Err(problem.into()))
+        );
+        let syncing = stale
+            .replace("master_link_status:down", "master_link_status:up")
+            .replace("master_sync_in_progress:0", "master_sync_in_progress:1");
+        assert_eq!(
+            judge(&syncing, &settings())[2],
+            (
+                REPLICATION,
+                Ok(Some(
+                    "master_link_status:up, master_sync_in_progress:1: reads from this replica of 10.0.0.7:6379 \
+                     may be stale"
+                        .into()
+                ))
+            )
+        );
+    }
+
+    #[test]
+    fn memory_warns_near_the_limit_only_with_noeviction() {
+        let full = MASTER
+            .replace("used_memory:1000", "used_memory:1363149")
+            .replace("maxmemory:0", "maxmemory:1048576");
+        assert_eq!(
+            judge(&full, &settings())[2],
+            (
+                MEMORY,
+                Ok(Some(
+                    "used_memory 1.3 MiB over maxmemory 1 MiB with noeviction: writes fail with OOM".into()
+                ))
+            )
+        );
+        let near = full.replace("used_memory:1363149", "used_memory:996147");
+        assert_eq!(
+            judge(&near, &settings())[2],
+            (
+                MEMORY,
+                Ok(Some(
+                    "used_memory 0.9 MiB is 95.0% of maxmemory 1 MiB with noeviction: writes fail with OOM at 100%"
+                        .into()
+                ))
+            )
+        );
+        let lax = Settings {
+            warn_memory: 96.0,
+            ..settings()
+        };
+        assert_eq!(judge(&near, &lax)[2], (MEMORY, Ok(None)));
+        let evicting = full.replace("noeviction", "allkeys-lru");
+        assert_eq!(judge(&evicting, &settings())[2], (MEMORY, Ok(None)));
+    }
+
+    #[test]
+    fn persistence_errors_warn_naming_the_field() {
+        let failed = MASTER.replace("rdb_last_bgsave_status:ok", "rdb_last_bgsave_status:err");
+        assert_eq!(
+            judge(&failed, &settings())[3],
+            (
+                PERSISTENCE,
+                Ok(Some(
+                    "rdb_last_bgsave_status:err: the last save or append-only write failed".into()
+                ))
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_ping_reports_only_the_response_time() {
+        let mut replies = replies(MASTER);
+        replies.ping = Err(Failure::Error("Connection refused".into()));
+        let observation = evaluate(String::new(), "id".into(), replies, &Asks::default(), &settings());
+        assert_eq!(
+            judged(&observation),
+            [(RESPONSE_TIME, Err("Connection refused".into()))]
+        );
+    }
+
+    #[test]
+    fn denied_info_warns_instead_of_failing() {
+        let mut replies = replies("");
+        replies.info =
+            InfoReply::Denied("NOPERM this user has no permissions to run the 'info' command".into());
+        let observation = evaluate(String::new(), "id".into(), replies, &Asks::default(), &settings());
+        let warning =
+            "not checked: INFO failed: NOPERM this user has no permissions to run the 'info' command"
+                .to_owned();
+        assert_eq!(
+            judged(&observation),
+            [
+                (RESPONSE_TIME, Ok(None)),
+                (ROLE, Ok(Some(warning.clone()))),
+                (MEMORY, Ok(Some(warning.clone()))),
+                (PERSISTENCE, Ok(Some(warning))),
+            ]
+        );
+    }
+
+    #[test]
+    fn writes_and_the_drain_key_are_judged_from_their_replies() {
+        let settings = Settings {
+            write_key: Some("redis-healthd:h".into()),
+            drain_key: Some("drain".into()),
+            ..settings()
+        };
+        let mut replies = replies(MASTER);
+        replies.write = Some(Err(Failure::Error(
+            "READONLY You can't write against a read only replica.".into(),
+        )));
+        replies.drain = Some(Ok(true));
+        let observation = evaluate(String::new(), "id".into(), replies, &settings.asks(), &settings);
+        let judged = judged(&observation);
+        assert_eq!(
+            judged[4..],
+            [
+                (
+                    WRITABLE,
+                    Err("READONLY You can't write against a read only replica.".into())
+                ),
+                (DRAIN, Err("drained: key drain exists".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn mib_rounds_like_redis() {
+        assert_eq!(mib(1_048_576), "1 MiB");
+        assert_eq!(mib(1_363_149), "1.3 MiB");
+    }
+}

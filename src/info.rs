@@ -1,0 +1,207 @@
+//! Parsers of the text Redis answers with, no I/O: an `INFO` reply ([`Info`]) and the
+//! `cluster_state` of `CLUSTER INFO` ([`cluster_state_problem`]). Both take any text and never
+//! panic (property-tested): a field that is missing or unreadable is `None`, not an error.
+
+/// The fields of `INFO server replication persistence memory` the state checks read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// Changes when Redis restarts.
+    pub run_id: Option<String>,
+    pub uptime_in_seconds: Option<u64>,
+    pub role: Option<Role>,
+    /// `master_host:master_port` of a replica.
+    pub master: Option<String>,
+    /// `master_link_status` of a replica (`up` or `down`).
+    pub master_link_status: Option<String>,
+    pub master_link_down_since_seconds: Option<i64>,
+    pub master_sync_in_progress: bool,
+    pub used_memory: Option<u64>,
+    /// 0 means no limit.
+    pub maxmemory: Option<u64>,
+    pub maxmemory_policy: Option<String>,
+    /// `(field, value)` of the persistence status fields, in the order Redis lists them.
+    pub persistence: Vec<(&'static str, String)>,
+}
+
+/// The `role` field: Redis says `slave`, the document says `replica`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// The persistence fields whose `err` means a save or an append-only write failed.
+pub const PERSISTENCE_FIELDS: [&str; 3] = [
+    "rdb_last_bgsave_status",
+    "aof_last_write_status",
+    "aof_last_bgrewrite_status",
+];
+
+/// Longest field value kept (a value is quoted in outputs; Redis's are short).
+const MAX_VALUE: usize = 64;
+
+impl Info {
+    /// Reads an `INFO` reply: `field:value` lines, `# Section` headers and blank lines
+    /// (CRLF or LF); anything else is skipped.
+    pub fn parse(text: &str) -> Self {
+        let mut info = Info::default();
+        let mut master_host = None;
+        let mut master_port = None;
+        for line in text.lines() {
+            let Some((field, value)) = line.trim().split_once(':') else {
+                continue;
+            };
+            let value: String = value.chars().take(MAX_VALUE).collect();
+            match field {
+                "run_id" => info.run_id = Some(value),
+                "uptime_in_seconds" => info.uptime_in_seconds = value.parse().ok(),
+                "role" => {
+                    info.role = match value.as_str() {
+                        "master" => Some(Role::Master),
+                        "slave" | "replica" => Some(Role::Replica),
+                        _ => None,
+                    }
+                }
+                "master_host" => master_host = Some(value),
+                "master_port" => master_port = Some(value),
+                "master_link_status" => info.master_link_status = Some(value),
+                "master_link_down_since_seconds" => info.master_link_down_since_seconds = value.parse().ok(),
+                "master_sync_in_progress" => info.master_sync_in_progress = value == "1",
+                "used_memory" => info.used_memory = value.parse().ok(),
+                "maxmemory" => info.maxmemory = value.parse().ok(),
+                "maxmemory_policy" => info.maxmemory_policy = Some(value),
+                _ => {
+                    if let Some(name) = PERSISTENCE_FIELDS.iter().find(|name| **name == field) {
+                        info.persistence.push((name, value));
+                    }
+                }
+            }
+        }
+        info.master = match (master_host, master_port) {
+            (Some(host), Some(port)) if host.contains(':') => Some(format!("[{host}]:{port}")),
+            (Some(host), Some(port)) => Some(format!("{host}:{port}")),
+            (Some(host), None) => Some(host),
+            _ => None,
+        };
+        info
+    }
+}
+
+/// What is wrong with the cluster according to a node's `CLUSTER INFO`, if anything:
+/// `cluster_state` other than `ok`, with the slot counts that explain it.
+pub fn cluster_state_problem(info: &str) -> Option<String> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(':'))
+    };
+    match field("cluster_state") {
+        Some("ok") => None,
+        Some(state) => {
+            let details: Vec<String> = ["cluster_slots_ok", "cluster_slots_pfail", "cluster_slots_fail"]
+                .iter()
+                .filter_map(|name| Some(format!("{name}:{}", field(name)?)))
+                .collect();
+            Some(format!(
+                "cluster_state:{} ({})",
+                state.chars().take(32).collect::<String>(),
+                details.join(", ")
+            ))
+        }
+        None => Some("CLUSTER INFO has no cluster_state".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real `INFO server replication persistence memory` reply of a replica (Redis 7.0.15),
+    /// trimmed.
+    const REPLICA: &str =
+        "# Server\r\nredis_version:7.0.15\r\nrun_id:d0c50833e71e4b3fb20cb886fea3f032af7c365b\r\n\
+        uptime_in_seconds:12\r\n\r\n# Memory\r\nused_memory:916616\r\nused_memory_human:895.13K\r\n\
+        maxmemory:1048576\r\nmaxmemory_human:1.00M\r\nmaxmemory_policy:noeviction\r\n\r\n\
+        # Persistence\r\nloading:0\r\nrdb_last_bgsave_status:err\r\naof_last_bgrewrite_status:ok\r\n\
+        aof_last_write_status:ok\r\n\r\n# Replication\r\nrole:slave\r\nmaster_host:10.0.0.7\r\n\
+        master_port:6379\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
+        master_sync_in_progress:0\r\nmaster_link_down_since_seconds:12\r\n";
+
+    #[test]
+    fn a_replica_reply_is_read_field_by_field() {
+        let info = Info::parse(REPLICA);
+        assert_eq!(
+            info,
+            Info {
+                run_id: Some("d0c50833e71e4b3fb20cb886fea3f032af7c365b".into()),
+                uptime_in_seconds: Some(12),
+                role: Some(Role::Replica),
+                master: Some("10.0.0.7:6379".into()),
+                master_link_status: Some("down".into()),
+                master_link_down_since_seconds: Some(12),
+                master_sync_in_progress: false,
+                used_memory: Some(916_616),
+                maxmemory: Some(1_048_576),
+                maxmemory_policy: Some("noeviction".into()),
+                persistence: vec![
+                    ("rdb_last_bgsave_status", "err".into()),
+                    ("aof_last_bgrewrite_status", "ok".into()),
+                    ("aof_last_write_status", "ok".into()),
+                ],
+            }
+        );
+        let master = Info::parse("role:master\nmaster_host:::1\n");
+        assert_eq!(master.role, Some(Role::Master));
+        assert_eq!(
+            Info::parse("master_host:::1\r\nmaster_port:7000")
+                .master
+                .as_deref(),
+            Some("[::1]:7000")
+        );
+        assert_eq!(Info::parse("ERR unknown command"), Info::default());
+    }
+
+    #[test]
+    fn cluster_state_other_than_ok_is_a_problem_with_its_slot_counts() {
+        let ok = "cluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n";
+        assert_eq!(cluster_state_problem(ok), None);
+        let failing = "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:10922\r\n\
+                       cluster_slots_pfail:0\r\ncluster_slots_fail:5462\r\ncluster_known_nodes:3\r\n";
+        assert_eq!(
+            cluster_state_problem(failing).as_deref(),
+            Some(
+                "cluster_state:fail (cluster_slots_ok:10922, cluster_slots_pfail:0, cluster_slots_fail:5462)"
+            )
+        );
+        assert_eq!(
+            cluster_state_problem("ERR unexpected").as_deref(),
+            Some("CLUSTER INFO has no cluster_state")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_info_text_is_read_without_panicking(text in "\\PC{0,400}|([a-z_]{1,30}:[ -~]{0,40}\r?\n){0,20}") {
+            let info = Info::parse(&text);
+            for value in [&info.run_id, &info.master_link_status, &info.maxmemory_policy].into_iter().flatten() {
+                proptest::prop_assert!(value.chars().count() <= MAX_VALUE);
+            }
+            proptest::prop_assert!(info.persistence.len() <= text.lines().count());
+        }
+
+        #[test]
+        fn any_cluster_info_text_is_read_without_panicking(info in "\\PC{0,200}") {
+            if let Some(problem) = cluster_state_problem(&info) {
+                proptest::prop_assert!(problem.len() < 400);
+            }
+        }
+    }
+}
