@@ -164,7 +164,9 @@ impl Cluster {
                         Failure::Error("no client could be built for this node".to_owned()),
                     )
                 });
-                if let (Some(reason), Ok(_)) = (&unknown_topology, &node.ping) {
+                if let (Some(reason), Ok(_), Some(Ok(_))) =
+                    (&unknown_topology, &node.ping, &node.cluster_info)
+                {
                     // The node answers, but no node has said which nodes are the primaries.
                     node.ping = Err(Failure::Error(format!("CLUSTER SLOTS failed: {reason}")));
                 }

@@ -136,6 +136,52 @@ fn entries(daemon: &Daemon) -> BTreeMap<String, (String, String)> {
 }
 
 #[test]
+fn every_primary_is_written_in_its_own_slots_and_the_drain_key_gates_the_cluster() {
+    let cluster = Cluster::create(3, 0, None);
+    let daemon = start_fast(
+        &cluster.url(),
+        &["--check-writes", "--write-key", "healthd", "--drain-key", "drain"],
+    );
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let doc = daemon.get("/health").json();
+    for check in ["redis:role", "redis:memory", "redis:writable"] {
+        let entries = doc["checks"][check].as_array().unwrap();
+        let mut ids: Vec<&str> = entries
+            .iter()
+            .map(|e| e["componentId"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, cluster.primary_ids(), "{check}: one entry per primary");
+        assert!(
+            entries.iter().all(|e| e["status"] == "pass"),
+            "{check}: {entries:?}"
+        );
+    }
+    // Each primary's key is one it owns: written there, not redirected.
+    for node in &cluster.nodes {
+        let keys = node.cli(&["KEYS", "healthd{*}"]);
+        assert_eq!(keys.lines().count(), 1, "{keys}");
+    }
+    // The drain key is read on the one primary that owns it.
+    assert_eq!(doc["checks"]["redis:drain"].as_array().unwrap().len(), 1);
+    let set = Command::new("redis-cli")
+        .args([
+            "-c",
+            "-p",
+            &cluster.nodes[0].port.to_string(),
+            "SET",
+            "drain",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(set.status.success());
+    let (took, output) = support::wait_for_check(daemon.addr, "redis:drain", "fail", "drained", DETECT);
+    println!("cluster drained after {took:?}: {output}");
+    assert_eq!(daemon.status("/readyz"), 503);
+}
+
+#[test]
 fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
     let mut cluster = Cluster::create(3, 0, None);
     let daemon = start_fast(&cluster.url(), &[]);

@@ -80,8 +80,11 @@ fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
         "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
         sentinel.port
     );
-    let daemon = start_fast(&url, &[]);
+    let daemon = start_fast(&url, &["--check-writes"]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    for check in ["redis:role", "redis:writable"] {
+        assert_eq!(support::check_state(daemon.addr, check).0, "pass", "{check}");
+    }
     let component = |d: &support::Daemon| {
         d.get("/health").json()["checks"]["redis:responseTime"][0]["componentId"]
             .as_str()
@@ -116,6 +119,18 @@ fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
         daemon.status("/readyz") == 200 && component(&daemon) == promoted
     });
     let back = killed.elapsed();
+    // The promoted replica is a writable master by the same checks.
+    wait_until(
+        INTERVAL * 2,
+        "role and writes pass on the promoted replica",
+        || {
+            let doc = daemon.get("/health").json();
+            ["redis:role", "redis:writable"].iter().all(|check| {
+                let entry = &doc["checks"][check][0];
+                entry["status"] == "pass" && entry["componentId"] == promoted.as_str()
+            })
+        },
+    );
     let switched_at = switched_at.unwrap_or(back);
     let promoted_at = promoted_at.unwrap_or(switched_at);
     println!(
@@ -149,4 +164,33 @@ fn a_dead_sentinel_in_the_list_is_skipped_for_a_live_one() {
             format!("redis://127.0.0.1:{}", master.port)
         );
     }
+}
+
+#[test]
+fn a_master_sentinel_names_that_says_it_is_a_replica_fails_the_role_check() {
+    let master = RedisServer::start();
+    let _replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let elsewhere = RedisServer::start();
+    let sentinel = Sentinel::start(master.port);
+    let url = format!(
+        "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
+        sentinel.port
+    );
+    // --expect-role any: through Sentinel the server must be a master all the same.
+    let daemon = start_fast(&url, &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        support::entry(daemon.addr, "redis:role")["observedValue"],
+        "master"
+    );
+    master.cli(&["REPLICAOF", "127.0.0.1", &elsewhere.port.to_string()]);
+    let (took, output) = support::wait_for_check(
+        daemon.addr,
+        "redis:role",
+        "fail",
+        "but Sentinel names it the master: a failover is in progress",
+        support::DETECT,
+    );
+    println!("demoted behind Sentinel: redis:role fail after {took:?}: {output}");
+    assert_eq!(daemon.status("/readyz"), 503);
 }

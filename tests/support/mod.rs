@@ -43,6 +43,35 @@ pub fn output(addr: SocketAddr) -> String {
         .to_string()
 }
 
+/// The first entry of the named check in the health document (`Null` when absent).
+pub fn entry(addr: SocketAddr, check: &str) -> serde_json::Value {
+    get(addr, "/health").json()["checks"][check][0].clone()
+}
+
+/// The `(status, output)` of the first entry of a named check ("" for a missing field).
+pub fn check_state(addr: SocketAddr, check: &str) -> (String, String) {
+    let entry = entry(addr, check);
+    let text = |field: &str| entry[field].as_str().unwrap_or_default().to_string();
+    (text("status"), text("output"))
+}
+
+/// Waits until the named check's first entry has `status` and an output containing `text`;
+/// returns how long that took and the output.
+pub fn wait_for_check(
+    addr: SocketAddr,
+    check: &str,
+    status: &str,
+    text: &str,
+    limit: Duration,
+) -> (Duration, String) {
+    let mut last = (String::new(), String::new());
+    let took = wait_until(limit, &format!("{check} {status} with {text:?}"), || {
+        last = check_state(addr, check);
+        last.0 == status && last.1.contains(text)
+    });
+    (took, last.1)
+}
+
 /// Waits until the health document's `output` contains `text`; returns that output.
 pub fn wait_for_output(addr: SocketAddr, text: &str, limit: Duration) -> String {
     let mut last = String::new();

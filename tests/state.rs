@@ -1,0 +1,458 @@
+//! What PING misses, each state made for real on a real redis-server: memory full under
+//! noeviction, min-replicas-to-write without replicas, a master demoted under the URL, a
+//! replica whose master died, a failed RDB save, a drain key; with default flags and with
+//! `--check-writes` / `--expect-role`; and recovery when the state clears. Also the ACL user
+//! without INFO, the least-privilege user of the README, restarts, and what Redis sees per
+//! interval.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{
+    check_state, metric, start_fast, wait_for_check, wait_until, DaemonProcess, RedisServer, DETECT, FAST,
+    INTERVAL,
+};
+
+/// A state change is seen at the next check: within an interval plus the timeout (and slack).
+const SEEN: Duration = DETECT;
+
+#[test]
+fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writes() {
+    let redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
+    let plain = start_fast(&redis.url(), &[]);
+    let writes = start_fast(&redis.url(), &["--check-writes", "--write-key", "healthd:memory"]);
+    for daemon in [&plain, &writes] {
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    }
+    assert_eq!(check_state(plain.addr, "redis:memory").0, "pass");
+    assert!(plain.get("/health").json()["checks"]
+        .get("redis:writable")
+        .is_none());
+    assert_eq!(check_state(writes.addr, "redis:writable").0, "pass");
+    assert_eq!(
+        redis.cli(&["PTTL", "healthd:memory"]).parse::<i64>().unwrap() > 0,
+        true
+    );
+
+    redis.cli(&["DEBUG", "POPULATE", "100000"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1mb"]);
+    let full = Instant::now();
+    assert!(redis.cli(&["SET", "k", "v"]).starts_with("OOM"), "writes fail");
+    assert_eq!(redis.cli(&["PING"]), "PONG", "PING does not see it");
+    let (took, output) = wait_for_check(plain.addr, "redis:memory", "warn", "over maxmemory 1 MiB", SEEN);
+    println!("memory full: redis:memory warn after {took:?}: {output}");
+    assert!(
+        output.ends_with("with noeviction: writes fail with OOM"),
+        "{output}"
+    );
+    let memory = support::entry(plain.addr, "redis:memory");
+    assert_eq!(memory["observedUnit"], "%");
+    assert!(memory["observedValue"].as_f64().unwrap() > 100.0, "{memory}");
+    assert_eq!(plain.status("/readyz"), 200, "warn is still ready");
+    assert_eq!(plain.get("/health").json()["status"], "warn");
+
+    let (took, output) = wait_for_check(writes.addr, "redis:writable", "fail", "OOM", SEEN);
+    println!(
+        "memory full: --check-writes 503 after {:?}: {output}",
+        full.elapsed().max(took)
+    );
+    assert!(
+        output.starts_with("OOM command not allowed when used memory > 'maxmemory'"),
+        "{output}"
+    );
+    assert_eq!(writes.status("/readyz"), 503);
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    let (took, _) = wait_for_check(writes.addr, "redis:writable", "pass", "", SEEN);
+    writes.wait_for("/readyz", 200, SEEN);
+    wait_for_check(plain.addr, "redis:memory", "pass", "", SEEN);
+    println!("memory full: recovered {took:?} after maxmemory 0");
+}
+
+#[test]
+fn noreplicas_fails_only_the_write_check() {
+    let redis = RedisServer::start();
+    let plain = start_fast(&redis.url(), &[]);
+    let writes = start_fast(&redis.url(), &["--check-writes"]);
+    writes.wait_for("/readyz", 200, Duration::from_secs(5));
+    redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]);
+    let (took, output) = wait_for_check(writes.addr, "redis:writable", "fail", "NOREPLICAS", SEEN);
+    println!("min-replicas-to-write 1: --check-writes 503 after {took:?}: {output}");
+    assert_eq!(output, "NOREPLICAS Not enough good replicas to write.");
+    assert_eq!(writes.status("/readyz"), 503);
+    // INFO does not show min-replicas-to-write: by default this state is invisible.
+    assert_eq!(plain.status("/readyz"), 200);
+    redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "0"]);
+    writes.wait_for("/readyz", 200, SEEN);
+}
+
+#[test]
+fn a_master_demoted_under_the_url_fails_expect_role_master_and_writes() {
+    let other = RedisServer::start();
+    let redis = RedisServer::start();
+    let plain = start_fast(&redis.url(), &[]);
+    let master = start_fast(&redis.url(), &["--expect-role", "master"]);
+    let writes = start_fast(&redis.url(), &["--check-writes"]);
+    for daemon in [&plain, &master, &writes] {
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    }
+    assert_eq!(
+        support::entry(plain.addr, "redis:role")["observedValue"],
+        "master"
+    );
+
+    redis.cli(&["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
+    let expected = format!("role is replica of 127.0.0.1:{}, expected master", other.port);
+    let (took, output) = wait_for_check(master.addr, "redis:role", "fail", &expected, SEEN);
+    println!("demoted: --expect-role master 503 after {took:?}: {output}");
+    assert_eq!(master.status("/readyz"), 503);
+    let (took, output) = wait_for_check(writes.addr, "redis:writable", "fail", "READONLY", SEEN);
+    println!("demoted: --check-writes 503 after {took:?}: {output}");
+    assert_eq!(output, "READONLY You can't write against a read only replica.");
+    // The master waits repl-diskless-sync-delay (5 s) before the first sync.
+    wait_until(Duration::from_secs(10), "the replica's link up", || {
+        support::entry(plain.addr, "redis:replication")["observedValue"] == "up"
+    });
+    assert_eq!(
+        check_state(plain.addr, "redis:role"),
+        ("pass".into(), String::new())
+    );
+    assert_eq!(
+        support::entry(plain.addr, "redis:role")["observedValue"],
+        "replica"
+    );
+    assert_eq!(
+        plain.status("/readyz"),
+        200,
+        "by default a replica is a fine answer"
+    );
+
+    redis.cli(&["REPLICAOF", "NO", "ONE"]);
+    master.wait_for("/readyz", 200, SEEN);
+    writes.wait_for("/readyz", 200, SEEN);
+    wait_until(SEEN, "redis:replication gone", || {
+        plain.get("/health").json()["checks"]
+            .get("redis:replication")
+            .is_none()
+    });
+}
+
+#[test]
+fn a_replica_whose_master_died_warns_by_default_and_fails_expect_role_replica() {
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    wait_until(Duration::from_secs(10), "the replica in sync", || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let plain = start_fast(&replica.url(), &[]);
+    let strict = start_fast(&replica.url(), &["--expect-role", "replica"]);
+    for daemon in [&plain, &strict] {
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    }
+    assert_eq!(check_state(strict.addr, "redis:replication").0, "pass");
+
+    master.kill();
+    let killed = Instant::now();
+    let (_, output) = wait_for_check(
+        plain.addr,
+        "redis:replication",
+        "warn",
+        "master_link_status:down",
+        SEEN,
+    );
+    println!(
+        "master died: redis:replication warn after {:?}: {output}",
+        killed.elapsed()
+    );
+    assert!(output.contains("master_link_down_since_seconds:"), "{output}");
+    assert_eq!(
+        plain.status("/readyz"),
+        200,
+        "stale reads are a warning by default"
+    );
+    wait_for_check(
+        strict.addr,
+        "redis:replication",
+        "fail",
+        "master_link_status:down",
+        SEEN,
+    );
+    println!(
+        "master died: --expect-role replica 503 after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(strict.status("/readyz"), 503);
+
+    master.restart();
+    let back = Instant::now();
+    strict.wait_for("/readyz", 200, Duration::from_secs(10));
+    println!("master back: ready again after {:?}", back.elapsed());
+    assert_eq!(check_state(plain.addr, "redis:replication").0, "pass");
+}
+
+#[test]
+fn a_failed_rdb_save_warns_naming_the_field() {
+    let redis = RedisServer::start_with(&["--enable-protected-configs", "yes"]);
+    let daemon = start_fast(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        support::entry(daemon.addr, "redis:persistence")["observedValue"],
+        "ok"
+    );
+    // Writes would stop with MISCONF, which PING already reports: keep them on to see the
+    // warning PING misses.
+    redis.cli(&["CONFIG", "SET", "stop-writes-on-bgsave-error", "no"]);
+    redis.cli(&["CONFIG", "SET", "save", "3600 1"]);
+    let gone = redis.dir().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    redis.cli(&["CONFIG", "SET", "dir", gone.to_str().unwrap()]);
+    std::fs::remove_dir(&gone).unwrap();
+    redis.cli(&["BGSAVE"]);
+    let (took, output) = wait_for_check(
+        daemon.addr,
+        "redis:persistence",
+        "warn",
+        "rdb_last_bgsave_status:err",
+        SEEN,
+    );
+    println!("failed BGSAVE: redis:persistence warn after {took:?}: {output}");
+    assert_eq!(daemon.status("/readyz"), 200);
+
+    redis.cli(&["CONFIG", "SET", "dir", redis.dir().to_str().unwrap()]);
+    redis.cli(&["BGSAVE"]);
+    wait_for_check(
+        daemon.addr,
+        "redis:persistence",
+        "pass",
+        "",
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn a_drain_key_takes_redis_out_of_rotation_until_deleted() {
+    let redis = RedisServer::start();
+    let daemon = start_fast(&redis.url(), &["--drain-key", "maintenance"]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(check_state(daemon.addr, "redis:drain").0, "pass");
+    redis.cli(&["SET", "maintenance", "1"]);
+    let (took, output) = wait_for_check(daemon.addr, "redis:drain", "fail", "drained", SEEN);
+    println!("drain key set: 503 after {took:?}");
+    assert_eq!(output, "drained: key maintenance exists");
+    assert_eq!(daemon.status("/readyz"), 503);
+    assert_eq!(daemon.status("/livez"), 200);
+    redis.cli(&["DEL", "maintenance"]);
+    let took = daemon.wait_for("/readyz", 200, SEEN);
+    println!("drain key deleted: 200 after {took:?}");
+}
+
+#[test]
+fn state_checks_off_restore_ping_only() {
+    let redis = RedisServer::start();
+    let daemon = start_fast(&redis.url(), &["--state-checks", "false"]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let doc = daemon.get("/health").json();
+    let names: Vec<&String> = doc["checks"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["redis:responseTime"]);
+    let before = command_calls(&redis);
+    std::thread::sleep(INTERVAL * 3);
+    let after = command_calls(&redis);
+    // Only our own INFO commandstats.
+    assert_eq!(
+        after.get("info").copied().unwrap_or(0.0) - before.get("info").copied().unwrap_or(0.0),
+        1.0
+    );
+    assert!(after["ping"] - before["ping"] >= 2.0);
+}
+
+/// `ACL SETUSER` arguments of the README's least-privilege user for the write key and drain
+/// key used here: what fred sends when it connects (AUTH, CLIENT ID, INFO server), PING, INFO,
+/// SET on the write key and EXISTS on the drain key, nothing else.
+const LEAST_PRIVILEGE: [&str; 10] = [
+    "on",
+    ">s3cret",
+    "resetkeys",
+    "-@all",
+    "+ping",
+    "+info",
+    "+client|id",
+    "+set",
+    "+exists",
+    "~redis-healthd:*",
+];
+
+#[test]
+fn the_least_privilege_user_passes_every_check_and_redis_logs_no_denial() {
+    let redis = RedisServer::start();
+    let mut setuser = vec!["ACL", "SETUSER", "healthd"];
+    setuser.extend(LEAST_PRIVILEGE);
+    setuser.push("%R~redis-healthd-drain");
+    assert_eq!(redis.cli(&setuser), "OK");
+    let url = format!("redis://healthd:s3cret@127.0.0.1:{}", redis.port);
+    let daemon = start_fast(
+        &url,
+        &[
+            "--check-writes",
+            "--write-key",
+            "redis-healthd:pod-1",
+            "--drain-key",
+            "redis-healthd-drain",
+        ],
+    );
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    std::thread::sleep(INTERVAL * 2);
+    let doc = daemon.get("/health").json();
+    assert_eq!(doc["status"], "pass", "{doc}");
+    for check in [
+        "redis:role",
+        "redis:memory",
+        "redis:persistence",
+        "redis:writable",
+        "redis:drain",
+    ] {
+        assert_eq!(
+            check_state(daemon.addr, check),
+            ("pass".into(), String::new()),
+            "{check}"
+        );
+    }
+    assert_eq!(redis.cli(&["ACL", "LOG"]), "", "Redis denied something");
+    // The same user may not write anywhere else.
+    let denied = redis.cli(&[
+        "--user",
+        "healthd",
+        "--pass",
+        "s3cret",
+        "--no-auth-warning",
+        "SET",
+        "other",
+        "1",
+    ]);
+    assert!(denied.starts_with("NOPERM"), "{denied}");
+}
+
+#[test]
+fn a_user_without_info_warns_instead_of_failing_and_info_is_not_asked_again() {
+    let redis = RedisServer::start();
+    let mut setuser = vec!["ACL", "SETUSER", "noinfo"];
+    setuser.extend(LEAST_PRIVILEGE.iter().filter(|a| **a != "+info"));
+    assert_eq!(redis.cli(&setuser), "OK");
+    let url = format!("redis://noinfo:s3cret@127.0.0.1:{}", redis.port);
+    let daemon = start_fast(&url, &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let (_, output) = wait_for_check(daemon.addr, "redis:role", "warn", "NOPERM", SEEN);
+    assert!(output.starts_with("not checked: INFO failed: NOPERM"), "{output}");
+    for check in ["redis:memory", "redis:persistence"] {
+        assert_eq!(check_state(daemon.addr, check).0, "warn", "{check}");
+    }
+    assert_eq!(check_state(daemon.addr, "redis:responseTime").0, "pass");
+    assert_eq!(daemon.get("/health").json()["status"], "warn");
+    // fred's INFO server at connect, and the first check's INFO: then no more.
+    // ACL LOG folds repeated denials into one entry with a count.
+    let denied = || -> u64 {
+        let log = redis.cli(&["ACL", "LOG"]);
+        let lines: Vec<&str> = log.lines().collect();
+        lines
+            .windows(2)
+            .filter(|pair| pair[0] == "count")
+            .filter_map(|pair| pair[1].parse::<u64>().ok())
+            .sum()
+    };
+    let after_first = denied();
+    std::thread::sleep(INTERVAL * 4);
+    println!(
+        "INFO denials logged by Redis: {after_first}, then {} after 4 more intervals",
+        denied()
+    );
+    assert_eq!(denied(), after_first, "INFO asked again on the same connection");
+    assert!(after_first <= 2, "{after_first} denials logged");
+    assert_eq!(daemon.status("/readyz"), 200);
+}
+
+#[test]
+fn a_restart_is_counted_and_logged_with_the_new_uptime() {
+    let mut redis = RedisServer::start();
+    let mut flags = vec!["--redis-url".to_string(), redis.url()];
+    flags.extend(FAST.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = DaemonProcess::spawn(&flags, &[]);
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    assert_eq!(metric(daemon.addr, "redis_healthd_redis_restarts_total "), 0.0);
+    redis.restart();
+    wait_until(SEEN * 2, "the restart counted", || {
+        metric(daemon.addr, "redis_healthd_redis_restarts_total ") == 1.0
+    });
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("redis restarted"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("uptime=0s") || line.contains("uptime=1s"), "{line}");
+    std::thread::sleep(INTERVAL * 2);
+    assert_eq!(metric(daemon.addr, "redis_healthd_redis_restarts_total "), 1.0);
+    assert_eq!(log.matches("redis restarted").count(), 1);
+}
+
+/// `calls` of every command in one `INFO commandstats` (that INFO itself included).
+fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, f64> {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').next()?.strip_prefix("calls=")?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[test]
+fn each_interval_costs_ping_and_info_plus_one_command_per_opt_in() {
+    for (extra, expected) in [
+        (
+            &[][..],
+            [("ping", 1.0), ("info", 1.0), ("set", 0.0), ("exists", 0.0)],
+        ),
+        (
+            &["--check-writes", "--drain-key", "drain"][..],
+            [("ping", 1.0), ("info", 1.0), ("set", 1.0), ("exists", 1.0)],
+        ),
+    ] {
+        let redis = RedisServer::start();
+        let daemon = start_fast(&redis.url(), extra);
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+        std::thread::sleep(INTERVAL);
+        let before = command_calls(&redis);
+        let started = Instant::now();
+        // Probes in between cost Redis nothing.
+        let mut probes = 0;
+        while started.elapsed() < INTERVAL * 12 {
+            assert_eq!(daemon.status("/readyz"), 200);
+            probes += 1;
+        }
+        let after = command_calls(&redis);
+        let intervals = started.elapsed().as_secs_f64() / INTERVAL.as_secs_f64();
+        let count =
+            |calls: &std::collections::BTreeMap<String, f64>, c: &str| calls.get(c).copied().unwrap_or(0.0);
+        for (command, per_interval) in expected {
+            // Our own INFO commandstats is one of the INFO calls.
+            let ours = if command == "info" { 1.0 } else { 0.0 };
+            let rate = (count(&after, command) - count(&before, command) - ours) / intervals;
+            println!("{extra:?}: {command} {rate:.2} per interval ({probes} probes)");
+            assert!(
+                (rate - per_interval).abs() <= 0.2,
+                "{command}: {rate:.2} per interval, expected {per_interval}"
+            );
+        }
+        let total: f64 = after.values().sum::<f64>() - before.values().sum::<f64>() - 1.0;
+        let budget = expected.iter().map(|(_, n)| n).sum::<f64>();
+        assert!(
+            total / intervals <= budget + 0.4,
+            "{total} commands in {intervals:.1} intervals"
+        );
+    }
+}
