@@ -412,6 +412,10 @@ mod tests {
             "redis_healthd_ping_duration_seconds_bucket{le=\"0.0002\"} 0",
             "redis_healthd_ping_duration_seconds_bucket{le=\"0.8192\"} 1",
             "redis_healthd_connection_errors_total 0",
+            "redis_healthd_check_status{check=\"redis:responseTime\",status=\"fail\"} 1",
+            "redis_healthd_check_status{check=\"redis:responseTime\",status=\"pass\"} 0",
+            "redis_healthd_check_status{check=\"redis:responseTime\",status=\"warn\"} 0",
+            "redis_healthd_redis_restarts_total 0",
             "redis_healthd_build_info{version=\"",
             "# TYPE process_cpu_seconds_total counter",
             "# TYPE process_resident_memory_bytes gauge",
@@ -449,6 +453,27 @@ mod tests {
             String::from_utf8_lossy(&open).ends_with("# EOF\n"),
             "formats are cached apart"
         );
+    }
+
+    #[test]
+    fn check_status_is_one_hot_and_follows_the_checks_reported() {
+        let metrics = Metrics::new(Duration::from_millis(500));
+        metrics.record(&verdict("redis:replication", Ok(Duration::ZERO), Status::Warn));
+        metrics.count_restart();
+        let (body, _) = metrics.encode(false, true);
+        let body = String::from_utf8_lossy(&body);
+        for line in [
+            "redis_healthd_check_status{check=\"redis:replication\",status=\"warn\"} 1",
+            "redis_healthd_check_status{check=\"redis:replication\",status=\"pass\"} 0",
+            "redis_healthd_check_status{check=\"redis:replication\",status=\"fail\"} 0",
+            "redis_healthd_redis_restarts_total 1",
+        ] {
+            assert!(body.contains(line), "missing {line:?} in\n{body}");
+        }
+        // The replica was promoted: its replication check is gone, and so are its series.
+        metrics.record(&state(Ok(Duration::ZERO), Status::Pass));
+        let (body, _) = metrics.encode(false, true);
+        assert!(!String::from_utf8_lossy(&body).contains("redis:replication"));
     }
 
     #[test]
