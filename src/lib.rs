@@ -5,8 +5,12 @@
 //!   [`credentials`] reads the password file at every (re)connection; [`tls`] builds the
 //!   rustls configuration for `rediss://`.
 //! - [`probe`]: the check loop, which publishes [`health::Snapshot`]s; [`connection`] is the
-//!   only code that talks to Redis (one fred client per server), [`cluster`] keeps one per
-//!   node of a Redis Cluster and reads its topology.
+//!   only code that talks to Redis (one fred client per server: PING with INFO, SET and EXISTS
+//!   pipelined alongside), [`cluster`] keeps one per node of a Redis Cluster and reads its
+//!   topology.
+//! - [`checks`]: the named checks (`redis:responseTime`, `redis:role`, `redis:memory`, ...):
+//!   what to ask a server and how its replies become outcomes, no I/O; [`info`] parses the
+//!   `INFO` and `CLUSTER INFO` text they read.
 //! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
 //!   endpoint answers.
 //! - [`http`]: the accept loop and `route`, answering from the latest snapshot.
