@@ -638,6 +638,59 @@ mod tests {
     }
 
     #[test]
+    fn state_check_flags() {
+        let config = parse(&[]).unwrap();
+        assert!(config.checks.state);
+        assert_eq!(config.checks.expect_role, ExpectRole::Any);
+        assert_eq!(config.checks.warn_memory, 90.0);
+        assert_eq!(
+            (&config.checks.write_key, &config.checks.drain_key),
+            (&None, &None)
+        );
+        let config = parse(&[
+            "--state-checks",
+            "false",
+            "--expect-role",
+            "master",
+            "--warn-memory",
+            "75.5",
+            "--check-writes",
+            "--drain-key",
+            "drain",
+        ])
+        .unwrap();
+        assert!(!config.checks.state);
+        assert_eq!(config.checks.expect_role, ExpectRole::Master);
+        assert_eq!(config.checks.warn_memory, 75.5);
+        let key = config.checks.write_key.unwrap();
+        assert!(
+            key.starts_with("redis-healthd:") && key.len() > "redis-healthd:".len(),
+            "{key}"
+        );
+        assert_eq!(config.checks.write_ttl, config.max_age);
+        assert_eq!(config.checks.drain_key.as_deref(), Some("drain"));
+        for (args, flag) in [
+            (&["--warn-memory", "0%"][..], "--warn-memory"),
+            (&["--warn-memory", "101"][..], "--warn-memory"),
+            (&["--expect-role", "primary"][..], "--expect-role"),
+            (&["--state-checks", "maybe"][..], "--state-checks"),
+            (&["--drain-key", ""][..], "--drain-key"),
+        ] {
+            let err = parse(args).err().unwrap();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        let err = parse(&[
+            "--redis-url",
+            "redis-sentinel://h:26379/0?sentinelServiceName=m",
+            "--expect-role",
+            "replica",
+        ])
+        .err()
+        .unwrap();
+        assert!(err.starts_with("--expect-role replica cannot hold"), "{err}");
+    }
+
+    #[test]
     fn thresholds_start_at_one() {
         let err = parse(&["--failure-threshold", "0"]).err().unwrap();
         assert!(err.contains("--failure-threshold"), "{err}");

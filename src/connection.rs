@@ -124,7 +124,7 @@ impl Connection {
         let started = Instant::now();
         let client = self.client.with_options(&self.options);
         let ping = async {
-            let reply = client.ping::<String>(None).await;
+            let reply = Box::pin(client.ping::<String>(None)).await;
             (reply, started.elapsed())
         };
         let cluster_info = async {
@@ -153,17 +153,17 @@ impl Connection {
                 "PX".into(),
                 ttl.as_millis().to_string().into(),
             ];
-            let reply = client.custom::<Value, _>(set, args).await;
+            let reply = Box::pin(client.custom::<Value, _>(set, args)).await;
             Some(reply.map(|_| started.elapsed()))
         };
         let drain = async {
             let key = asks.drain.as_ref()?;
             let exists = CustomCommand::new_static("EXISTS", ClusterHash::FirstKey, false);
-            let reply = client
-                .custom::<i64, _>(exists, vec![Value::from(key.as_str())])
-                .await;
+            let reply = Box::pin(client.custom::<i64, _>(exists, vec![Value::from(key.as_str())])).await;
             Some(reply.map(|n| n > 0))
         };
+        // Each fred command future is boxed (several KiB each): unboxed, this check's future
+        // was 70 KiB, copied through the stack on every spawn and poll.
         // fred's own timeout ends each command; this outer one (twice the budget) is only a
         // backstop, so that no fault inside the client can ever wedge the check loop.
         let replies = tokio::time::timeout(self.budget * 2, async {
@@ -249,7 +249,8 @@ impl Connection {
     ) -> Result<R, String> {
         let command = CustomCommand::new_static(command, ClusterHash::FirstKey, false);
         let client = self.client.with_options(&self.options);
-        match tokio::time::timeout(self.budget * 2, client.custom::<R, _>(command, args.to_vec())).await {
+        let reply = Box::pin(client.custom::<R, _>(command, args.to_vec()));
+        match tokio::time::timeout(self.budget * 2, reply).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(Failure::Timeout(self.budget).to_string()),
             Ok(Err(e)) => Err(self.reason(&e)),
