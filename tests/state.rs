@@ -40,8 +40,11 @@ fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writ
     let full = Instant::now();
     assert!(redis.cli(&["SET", "k", "v"]).starts_with("OOM"), "writes fail");
     assert_eq!(redis.cli(&["PING"]), "PONG", "PING does not see it");
-    let (took, output) = wait_for_check(plain.addr, "redis:memory", "warn", "over maxmemory 1 MiB", SEEN);
-    println!("memory full: redis:memory warn after {took:?}: {output}");
+    let (_, output) = wait_for_check(plain.addr, "redis:memory", "warn", "over maxmemory 1 MiB", SEEN);
+    println!(
+        "memory full: redis:memory warn after {:?}: {output}",
+        full.elapsed()
+    );
     assert!(
         output.ends_with("with noeviction: writes fail with OOM"),
         "{output}"
@@ -52,10 +55,10 @@ fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writ
     assert_eq!(plain.status("/readyz"), 200, "warn is still ready");
     assert_eq!(plain.get("/health").json()["status"], "warn");
 
-    let (took, output) = wait_for_check(writes.addr, "redis:writable", "fail", "OOM", SEEN);
+    let (_, output) = wait_for_check(writes.addr, "redis:writable", "fail", "OOM", SEEN);
     println!(
         "memory full: --check-writes 503 after {:?}: {output}",
-        full.elapsed().max(took)
+        full.elapsed()
     );
     assert!(
         output.starts_with("OOM command not allowed when used memory > 'maxmemory'"),
@@ -103,12 +106,19 @@ fn a_master_demoted_under_the_url_fails_expect_role_master_and_writes() {
     );
 
     redis.cli(&["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
+    let demoted = Instant::now();
     let expected = format!("role is replica of 127.0.0.1:{}, expected master", other.port);
-    let (took, output) = wait_for_check(master.addr, "redis:role", "fail", &expected, SEEN);
-    println!("demoted: --expect-role master 503 after {took:?}: {output}");
+    let (_, output) = wait_for_check(master.addr, "redis:role", "fail", &expected, SEEN);
+    println!(
+        "demoted: --expect-role master 503 after {:?}: {output}",
+        demoted.elapsed()
+    );
     assert_eq!(master.status("/readyz"), 503);
-    let (took, output) = wait_for_check(writes.addr, "redis:writable", "fail", "READONLY", SEEN);
-    println!("demoted: --check-writes 503 after {took:?}: {output}");
+    let (_, output) = wait_for_check(writes.addr, "redis:writable", "fail", "READONLY", SEEN);
+    println!(
+        "demoted: --check-writes 503 after {:?}: {output}",
+        demoted.elapsed()
+    );
     assert_eq!(output, "READONLY You can't write against a read only replica.");
     // The master waits repl-diskless-sync-delay (5 s) before the first sync.
     wait_until(Duration::from_secs(10), "the replica's link up", || {
