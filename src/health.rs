@@ -303,6 +303,7 @@ struct Entry<'a> {
 #[serde(untagged)]
 enum Value<'a> {
     Number(f64),
+    Integer(u64),
     Text(&'a str),
 }
 
@@ -311,8 +312,7 @@ fn observed(value: &Observed) -> Option<(Value<'_>, Option<&'static str>)> {
     match value {
         Observed::RoundTrip(d) => Some((Value::Number(millis(*d)), Some("ms"))),
         Observed::Percent(p) => Some((Value::Number((p * 10.0).round() / 10.0), Some("%"))),
-        // Exact below 2^53, which no Redis reaches.
-        Observed::Bytes(b) => Some((Value::Number(*b as f64), Some("bytes"))),
+        Observed::Bytes(b) => Some((Value::Integer(*b), Some("bytes"))),
         Observed::Text(t) => Some((Value::Text(t), None)),
         Observed::Nothing => None,
     }
@@ -701,6 +701,33 @@ mod tests {
             (Some(2.0), &"ms".into())
         );
         assert!(doc.get("output").is_none() && entry.get("output").is_none());
+    }
+
+    #[test]
+    fn observed_values_render_with_their_units() {
+        let render = |value: Observed| {
+            let state = Tracker::new(T).observe(Outcome {
+                at: SystemTime::UNIX_EPOCH,
+                result: Ok(Reading::pass(value)),
+            });
+            let doc: serde_json::Value =
+                serde_json::from_slice(&render_document(&verdict(state), "d")).unwrap();
+            let entry = &doc["checks"]["redis:responseTime"][0];
+            (entry["observedValue"].to_string(), entry["observedUnit"].clone())
+        };
+        assert_eq!(
+            render(Observed::Bytes(1_025_928)),
+            ("1025928".into(), "bytes".into())
+        );
+        assert_eq!(render(Observed::Percent(95.04)), ("95.0".into(), "%".into()));
+        assert_eq!(
+            render(Observed::Text("master".into())),
+            ("\"master\"".into(), serde_json::Value::Null)
+        );
+        assert_eq!(
+            render(Observed::Nothing),
+            ("null".into(), serde_json::Value::Null)
+        );
     }
 
     #[test]
