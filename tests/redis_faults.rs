@@ -11,18 +11,14 @@ use std::time::{Duration, Instant};
 
 use support::{
     fds_and_rss, metric, output, start_fast, wait_until, DaemonProcess, FreezableProxy, Hammer, RedisServer,
-    DETECT, FAST, INTERVAL, RECOVER, SLACK, TIMEOUT,
+    DETECT, INTERVAL, RECOVER, SLACK, TIMEOUT,
 };
 
 #[test]
 fn flapping_redis_never_fails_a_probe_and_settles_after_each_change() {
     let mut redis = RedisServer::start();
-    let mut flags = vec!["--redis-url".to_string(), redis.url()];
-    flags.extend(FAST.iter().map(|s| s.to_string()));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let daemon = DaemonProcess::spawn(&flags, &[]);
+    let daemon = DaemonProcess::spawn_fast(&redis.url());
     let addr = daemon.addr;
-    support::wait_for(addr, "/readyz", 200, Duration::from_secs(5));
     let hammer = Hammer::start(addr, "/readyz", 4);
     // Outages of various lengths, several shorter than the interval.
     let gaps = [100, 300, 700, 1200, 150, 900, 50, 600, 250, 400];

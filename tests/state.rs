@@ -10,8 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    check_state, metric, start_fast, wait_for_check, wait_until, DaemonProcess, RedisServer, DETECT, FAST,
-    INTERVAL,
+    check_state, metric, start_fast, wait_for_check, wait_until, DaemonProcess, RedisServer, DETECT, INTERVAL,
 };
 
 /// A state change is seen at the next check: within an interval plus the timeout (and slack).
@@ -385,11 +384,7 @@ fn a_user_without_info_warns_instead_of_failing_and_info_is_not_asked_again() {
 #[test]
 fn a_restart_is_counted_and_logged_with_the_new_uptime() {
     let mut redis = RedisServer::start();
-    let mut flags = vec!["--redis-url".to_string(), redis.url()];
-    flags.extend(FAST.iter().map(|s| s.to_string()));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let daemon = DaemonProcess::spawn(&flags, &[]);
-    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    let daemon = DaemonProcess::spawn_fast(&redis.url());
     assert_eq!(metric(daemon.addr, "redis_healthd_redis_restarts_total "), 0.0);
     redis.restart();
     wait_until(SEEN * 2, "the restart counted", || {

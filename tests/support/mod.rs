@@ -447,6 +447,15 @@ impl DaemonProcess {
         }
     }
 
+    /// [`spawn`](Self::spawn) against `redis_url` with the FAST timing, waiting until ready.
+    pub fn spawn_fast(redis_url: &str) -> Self {
+        let mut flags = vec!["--redis-url", redis_url];
+        flags.extend_from_slice(&FAST);
+        let daemon = Self::spawn(&flags, &[]);
+        wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+        daemon
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
