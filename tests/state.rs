@@ -460,3 +460,18 @@ fn each_interval_costs_ping_and_info_plus_one_command_per_opt_in() {
         );
     }
 }
+
+#[test]
+fn a_server_without_info_warns_and_stays_ready() {
+    // INFO renamed away: both the several-sections form and the plain-INFO fallback are
+    // refused with ERR; the state checks say so and never fail the verdict.
+    let redis = RedisServer::start_with(&["--rename-command", "INFO", ""]);
+    let daemon = start_fast(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let (_, output) = wait_for_check(daemon.addr, "redis:role", "warn", "ERR unknown command", SEEN);
+    assert!(
+        output.starts_with("not checked: INFO failed: ERR unknown command 'INFO'"),
+        "{output}"
+    );
+    assert_eq!(daemon.get("/health").json()["status"], "warn");
+}
