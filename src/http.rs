@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
-use crate::health::{answer, FixedBodies, Probe, Snapshot};
 use crate::metrics::{wants_openmetrics, Metrics};
+use crate::snapshot::{answer, Endpoint, FixedBodies, Snapshot};
 
 /// A client that has not sent its whole header by then is cut (slowloris); this also closes
 /// idle keep-alive connections.
@@ -70,10 +70,10 @@ impl State {
     }
 
     /// What an endpoint answers right now.
-    fn answer(&self, probe: Probe) -> (bool, Bytes) {
+    fn answer(&self, endpoint: Endpoint) -> (bool, Bytes) {
         let snapshot = self.snapshots.borrow().clone();
         answer(
-            probe,
+            endpoint,
             &snapshot,
             &self.fixed,
             Instant::now(),
@@ -193,10 +193,10 @@ impl Throttled {
 /// Answers one request from the latest snapshot: a plain match on the path.
 pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     let probe = match request.uri().path() {
-        "/livez" => Probe::Live,
-        "/readyz" => Probe::Ready,
-        "/startupz" => Probe::Started,
-        "/health" | "/healthz" => Probe::Health,
+        "/livez" => Endpoint::Live,
+        "/readyz" => Endpoint::Ready,
+        "/startupz" => Endpoint::Started,
+        "/health" | "/healthz" => Endpoint::Health,
         "/metrics" => return scrape(request, state),
         _ => {
             return reply(
@@ -225,7 +225,7 @@ fn scrape<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         return refusal;
     }
     let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-    let ready = state.answer(Probe::Ready).0;
+    let ready = state.answer(Endpoint::Ready).0;
     let (body, content_type) = state.metrics.encode(wants_openmetrics(accept), ready);
     reply(StatusCode::OK, HeaderValue::from_static(content_type), body)
 }

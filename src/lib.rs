@@ -4,7 +4,7 @@
 //! - [`config`]: the command line (flags with env twins), validation, redaction of secrets;
 //!   [`credentials`] reads the password file at every (re)connection; [`tls`] builds the
 //!   rustls configuration for `rediss://`.
-//! - [`probe`]: the check loop, which publishes [`health::Snapshot`]s; [`connection`] is the
+//! - [`probe`]: the check loop, which publishes [`snapshot::Snapshot`]s; [`connection`] is the
 //!   only code that talks to Redis (one fred client per server: PING with INFO, SET and EXISTS
 //!   pipelined alongside), [`cluster`] keeps one per node of a Redis Cluster and reads its
 //!   topology.
@@ -34,6 +34,7 @@ pub mod info;
 pub mod metrics;
 pub mod probe;
 pub mod process;
+pub mod snapshot;
 pub mod tls;
 
 use std::future::Future;
@@ -45,7 +46,7 @@ use tokio::sync::{watch, Notify};
 use tracing::info;
 
 use crate::config::Config;
-use crate::health::{FixedBodies, Snapshot};
+use crate::snapshot::{FixedBodies, Snapshot};
 
 /// Bound on closing the Redis client at shutdown: QUIT can hang while disconnected.
 const QUIT_BUDGET: Duration = Duration::from_secs(1);

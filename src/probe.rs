@@ -14,8 +14,9 @@ use crate::checks::{self, evaluate};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connection::{Connection, Event};
-use crate::health::{Component, NamedCheck, Observation, Snapshot, Status, Thresholds, Tracker, Verdict};
+use crate::health::{Component, NamedCheck, Observation, Status, Thresholds, Tracker, Verdict};
 use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
 
 /// The Redis side of the daemon: one connection, or one per node of a cluster.
 // One per daemon, never moved in a loop: the size difference costs nothing.

@@ -7,10 +7,9 @@ use std::time::{Instant, SystemTime};
 use clap::Parser;
 use proptest::prelude::*;
 use redis_healthd::config::{Cli, Config};
-use redis_healthd::health::{
-    render_document, Component, Failure, NamedCheck, Outcome, Snapshot, Thresholds, Tracker, Verdict,
-};
+use redis_healthd::health::{Component, Failure, NamedCheck, Outcome, Thresholds, Tracker, Verdict};
 use redis_healthd::metrics::Metrics;
+use redis_healthd::snapshot::{render_document, Snapshot};
 use url::Url;
 
 fn parse(args: &[&str]) -> Result<Config, String> {

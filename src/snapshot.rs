@@ -1,0 +1,434 @@
+//! What the probe publishes after each check: the [`Snapshot`], with every body rendered once
+//! from the verdict (the health+json document and summary, the kube-style check lines, the
+//! HTML status page), and what each endpoint answers from it ([`answer`]): pure functions of
+//! (snapshot, now), unit-tested without sockets.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::health::{millis, Observed, Status, Verdict};
+
+/// The `serviceId` of every document.
+const SERVICE_ID: &str = "redis-healthd";
+
+/// The health+json document's top level.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    status: Status,
+    version: &'static str,
+    service_id: &'static str,
+    description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<BTreeMap<&'a str, Vec<Entry<'a>>>>,
+}
+
+/// One entry of a check's array.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    component_id: &'a str,
+    component_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_value: Option<Value<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_unit: Option<&'static str>,
+    status: Status,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
+    consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_success: Option<String>,
+}
+
+/// An `observedValue`: a number or a word.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Value<'a> {
+    Number(f64),
+    Integer(u64),
+    Text(&'a str),
+}
+
+/// An observed value as the document shows it: value and unit.
+fn observed(value: &Observed) -> Option<(Value<'_>, Option<&'static str>)> {
+    match value {
+        Observed::RoundTrip(d) => Some((Value::Number(millis(*d)), Some("ms"))),
+        Observed::Percent(p) => Some((Value::Number((p * 10.0).round() / 10.0), Some("%"))),
+        Observed::Bytes(b) => Some((Value::Integer(*b), Some("bytes"))),
+        Observed::Text(t) => Some((Value::Text(t), None)),
+        Observed::Nothing => None,
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Renders `{"status":...,"output":...}` plus the fixed fields: the body of the probe endpoints.
+fn render_summary(status: Status, description: &str, output: Option<String>) -> Bytes {
+    render(&Document {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        service_id: SERVICE_ID,
+        description,
+        output,
+        checks: None,
+    })
+}
+
+fn render(doc: &Document<'_>) -> Bytes {
+    // Serializing plain structs with string keys cannot fail.
+    Bytes::from(serde_json::to_vec(doc).unwrap_or_default())
+}
+
+/// The full document for a verdict, `checks` included.
+pub fn render_document(verdict: &Verdict, description: &str) -> Bytes {
+    let checks = verdict
+        .checks
+        .iter()
+        .map(|check| {
+            let entries = check
+                .components
+                .iter()
+                .map(|c| {
+                    let s = &c.state;
+                    let (observed_value, observed_unit) =
+                        match s.outcome.result.as_ref().ok().and_then(|r| observed(&r.value)) {
+                            Some((value, unit)) => (Some(value), unit),
+                            None => (None, None),
+                        };
+                    Entry {
+                        component_id: &c.id,
+                        component_type: c.kind,
+                        observed_value,
+                        observed_unit,
+                        status: s.latest,
+                        time: rfc3339(s.outcome.at),
+                        output: match &s.outcome.result {
+                            Err(_) => s.output.as_deref(),
+                            Ok(_) => s.output.as_deref().filter(|_| s.status != Status::Pass),
+                        },
+                        consecutive_failures: s.consecutive_failures,
+                        last_success: s.last_success.map(rfc3339),
+                    }
+                })
+                .collect();
+            (check.name, entries)
+        })
+        .collect();
+    render(&Document {
+        status: verdict.status(),
+        version: env!("CARGO_PKG_VERSION"),
+        service_id: SERVICE_ID,
+        description,
+        output: verdict.output(),
+        checks: Some(checks),
+    })
+}
+
+/// What the probe publishes after each check: the verdict and its bodies, already rendered.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When this snapshot was published (its age decides staleness).
+    pub at: Instant,
+    pub status: Status,
+    /// At least one check has passed since start (for `/startupz`).
+    pub started: bool,
+    /// `/readyz`: status and output only.
+    pub summary: Bytes,
+    /// `/health`: the full document.
+    pub document: Bytes,
+    /// The verdict itself, for metrics and logs.
+    pub verdict: Option<Verdict>,
+}
+
+/// Bodies that do not depend on a verdict, rendered once at start.
+#[derive(Clone, Debug)]
+pub struct FixedBodies {
+    pub pass: Bytes,
+    pub not_started: Bytes,
+    pub stale: Bytes,
+    pub draining: Bytes,
+}
+
+impl FixedBodies {
+    pub fn new(description: &str, max_age: Duration) -> Self {
+        Self {
+            pass: render_summary(Status::Pass, description, None),
+            not_started: render_summary(Status::Fail, description, Some("no passing check yet".into())),
+            stale: render_summary(
+                Status::Fail,
+                description,
+                Some(format!(
+                    "stale: no check completed within max-age {}; the probe loop is wedged",
+                    humantime::format_duration(max_age)
+                )),
+            ),
+            draining: render_summary(Status::Fail, description, Some("shutting down".into())),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The snapshot before any check has completed: not ready, not started.
+    pub fn initial(now: Instant, description: &str) -> Self {
+        let output = Some("no check has completed yet".to_owned());
+        let summary = render_summary(Status::Fail, description, output.clone());
+        Self {
+            at: now,
+            status: Status::Fail,
+            started: false,
+            document: summary.clone(),
+            summary,
+            verdict: None,
+        }
+    }
+
+    /// The snapshot for a verdict; `started` stays true once it has been.
+    pub fn new(now: Instant, verdict: Verdict, description: &str, was_started: bool) -> Self {
+        let status = verdict.status();
+        Self {
+            at: now,
+            status,
+            started: was_started || verdict.has_passed() && status != Status::Fail,
+            summary: render_summary(status, description, verdict.output()),
+            document: render_document(&verdict, description),
+            verdict: Some(verdict),
+        }
+    }
+}
+
+/// The probe endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Live,
+    Ready,
+    Started,
+    Health,
+}
+
+/// What a probe endpoint answers: `(true, body)` is 200, `(false, body)` is 503.
+///
+/// Liveness only asks whether the probe loop is turning (a fresh snapshot), never what Redis
+/// said; readiness and the document also need a pass/warn verdict and no shutdown under way.
+pub fn answer(
+    endpoint: Endpoint,
+    snapshot: &Snapshot,
+    fixed: &FixedBodies,
+    now: Instant,
+    max_age: Duration,
+    draining: bool,
+) -> (bool, Bytes) {
+    let fresh = now.saturating_duration_since(snapshot.at) <= max_age;
+    match endpoint {
+        Endpoint::Started if snapshot.started => (true, fixed.pass.clone()),
+        Endpoint::Started => (false, fixed.not_started.clone()),
+        _ if !fresh => (false, fixed.stale.clone()),
+        Endpoint::Live => (true, fixed.pass.clone()),
+        Endpoint::Ready | Endpoint::Health if draining => (false, fixed.draining.clone()),
+        Endpoint::Ready => (snapshot.status != Status::Fail, snapshot.summary.clone()),
+        Endpoint::Health => (snapshot.status != Status::Fail, snapshot.document.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::fixtures::*;
+    use crate::health::{Component, Failure, NamedCheck, Outcome, Reading, Tracker};
+
+    #[test]
+    fn slow_pong_is_warn_and_still_ready() {
+        let mut tracker = Tracker::new(T);
+        let slow = tracker.observe(ok(150));
+        assert_eq!(slow.status, Status::Warn);
+        assert!(slow.output.unwrap().contains("150ms"));
+        let snap = Snapshot::new(Instant::now(), verdict(tracker.observe(ok(150))), "d", false);
+        assert!(snap.started);
+        let fixed = FixedBodies::new("d", Duration::from_secs(3));
+        assert!(
+            answer(
+                Endpoint::Ready,
+                &snap,
+                &fixed,
+                snap.at,
+                Duration::from_secs(3),
+                false
+            )
+            .0
+        );
+    }
+
+    #[test]
+    fn stale_snapshot_fails_readiness_and_liveness_but_not_startup() {
+        let mut tracker = Tracker::new(T);
+        let at = Instant::now();
+        let snap = Snapshot::new(at, verdict(tracker.observe(ok(1))), "d", false);
+        let max_age = Duration::from_secs(3);
+        let fixed = FixedBodies::new("d", max_age);
+        for endpoint in [
+            Endpoint::Live,
+            Endpoint::Ready,
+            Endpoint::Health,
+            Endpoint::Started,
+        ] {
+            assert!(
+                answer(endpoint, &snap, &fixed, at + max_age, max_age, false).0,
+                "{endpoint:?}"
+            );
+        }
+        let later = at + max_age + Duration::from_millis(1);
+        for endpoint in [Endpoint::Live, Endpoint::Ready, Endpoint::Health] {
+            let (ok, body) = answer(endpoint, &snap, &fixed, later, max_age, false);
+            assert!(!ok, "{endpoint:?}");
+            assert_eq!(body, fixed.stale);
+        }
+        assert!(answer(Endpoint::Started, &snap, &fixed, later, max_age, false).0);
+    }
+
+    #[test]
+    fn liveness_ignores_a_failing_redis_and_draining() {
+        let mut tracker = Tracker::new(T);
+        let at = Instant::now();
+        let snap = Snapshot::new(
+            at,
+            verdict(tracker.observe(err("Connection refused"))),
+            "d",
+            false,
+        );
+        let max_age = Duration::from_secs(3);
+        let fixed = FixedBodies::new("d", max_age);
+        assert!(answer(Endpoint::Live, &snap, &fixed, at, max_age, true).0);
+        assert!(!answer(Endpoint::Ready, &snap, &fixed, at, max_age, false).0);
+        assert!(!answer(Endpoint::Started, &snap, &fixed, at, max_age, false).0);
+        let initial = Snapshot::initial(at, "d");
+        assert!(!answer(Endpoint::Ready, &initial, &fixed, at, max_age, false).0);
+        assert!(answer(Endpoint::Live, &initial, &fixed, at, max_age, false).0);
+    }
+
+    #[test]
+    fn draining_turns_readiness_off_at_once() {
+        let mut tracker = Tracker::new(T);
+        let at = Instant::now();
+        let snap = Snapshot::new(at, verdict(tracker.observe(ok(1))), "d", false);
+        let fixed = FixedBodies::new("d", Duration::from_secs(3));
+        let (ok, body) = answer(Endpoint::Ready, &snap, &fixed, at, Duration::from_secs(3), true);
+        assert!(!ok);
+        assert_eq!(body, fixed.draining);
+    }
+
+    #[test]
+    fn startup_latches_after_first_pass() {
+        let mut tracker = Tracker::new(T);
+        let at = Instant::now();
+        let passed = Snapshot::new(at, verdict(tracker.observe(ok(1))), "d", false);
+        let failed = Snapshot::new(at, verdict(tracker.observe(err("x"))), "d", passed.started);
+        assert!(failed.started);
+    }
+
+    #[test]
+    fn document_follows_health_json() {
+        let mut tracker = Tracker::new(T);
+        tracker.observe(ok(1));
+        let state = tracker.observe(Outcome {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_002),
+            result: Err(Failure::Timeout(Duration::from_millis(500))),
+        });
+        let body = render_document(&verdict(state), "Redis at redis://:***@127.0.0.1:6379");
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["status"], "fail");
+        assert_eq!(doc["serviceId"], "redis-healthd");
+        assert_eq!(doc["output"], "redis:responseTime: timed out after 500ms");
+        let entry = &doc["checks"]["redis:responseTime"][0];
+        assert_eq!(entry["componentId"], "redis://:***@127.0.0.1:6379");
+        assert_eq!(entry["componentType"], "datastore");
+        assert_eq!(entry["status"], "fail");
+        assert_eq!(entry["time"], "2023-11-14T22:13:22.000Z");
+        assert_eq!(entry["lastSuccess"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(entry["consecutiveFailures"], 1);
+        assert!(entry.get("observedValue").is_none());
+
+        let mut tracker = Tracker::new(T);
+        let body = render_document(&verdict(tracker.observe(ok(2))), "d");
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let entry = &doc["checks"]["redis:responseTime"][0];
+        assert_eq!(
+            (entry["observedValue"].as_f64(), &entry["observedUnit"]),
+            (Some(2.0), &"ms".into())
+        );
+        assert!(doc.get("output").is_none() && entry.get("output").is_none());
+    }
+
+    #[test]
+    fn observed_values_render_with_their_units() {
+        let render = |value: Observed| {
+            let state = Tracker::new(T).observe(Outcome {
+                at: SystemTime::UNIX_EPOCH,
+                result: Ok(Reading::pass(value)),
+            });
+            let doc: serde_json::Value =
+                serde_json::from_slice(&render_document(&verdict(state), "d")).unwrap();
+            let entry = &doc["checks"]["redis:responseTime"][0];
+            (entry["observedValue"].to_string(), entry["observedUnit"].clone())
+        };
+        assert_eq!(
+            render(Observed::Bytes(1_025_928)),
+            ("1025928".into(), "bytes".into())
+        );
+        assert_eq!(render(Observed::Percent(95.04)), ("95.0".into(), "%".into()));
+        assert_eq!(
+            render(Observed::Text("master".into())),
+            ("\"master\"".into(), serde_json::Value::Null)
+        );
+        assert_eq!(
+            render(Observed::Nothing),
+            ("null".into(), serde_json::Value::Null)
+        );
+    }
+
+    #[test]
+    fn several_components_are_named_in_the_output_and_the_worst_wins() {
+        let node = |id: &str, outcome: Outcome| Component {
+            id: id.into(),
+            kind: "datastore",
+            state: Tracker::new(T).observe(outcome),
+        };
+        let verdict = Verdict {
+            checks: vec![NamedCheck {
+                name: "redis:responseTime",
+                components: vec![
+                    node("redis://10.0.0.1:6379", ok(1)),
+                    node("redis://10.0.0.2:6379", err("Connection refused")),
+                    node("redis://10.0.0.3:6379", ok(150)),
+                ],
+            }],
+        };
+        assert_eq!(verdict.status(), Status::Fail);
+        let doc: serde_json::Value = serde_json::from_slice(&render_document(&verdict, "d")).unwrap();
+        assert_eq!(
+            doc["output"],
+            "redis:responseTime redis://10.0.0.2:6379: Connection refused; \
+             redis:responseTime redis://10.0.0.3:6379: slow PONG: 150ms is over the warn latency 100ms"
+        );
+        let entries = doc["checks"]["redis:responseTime"].as_array().unwrap();
+        let statuses: Vec<_> = entries
+            .iter()
+            .map(|e| (&e["componentId"], &e["status"]))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                (&"redis://10.0.0.1:6379".into(), &"pass".into()),
+                (&"redis://10.0.0.2:6379".into(), &"fail".into()),
+                (&"redis://10.0.0.3:6379".into(), &"warn".into()),
+            ]
+        );
+    }
+}
