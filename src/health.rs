@@ -78,6 +78,17 @@ pub enum Observed {
 }
 
 impl Observed {
+    /// The value for people: `0.264 ms`, `95.0 %`, `1.0 MiB`, `master`; `None` for nothing.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Observed::RoundTrip(d) => Some(format!("{} ms", millis(*d))),
+            Observed::Percent(p) => Some(format!("{p:.1} %")),
+            Observed::Bytes(b) => Some(format!("{:.1} MiB", *b as f64 / (1024.0 * 1024.0))),
+            Observed::Text(t) => Some(t.clone()),
+            Observed::Nothing => None,
+        }
+    }
+
     /// The round trip, for the latency metrics.
     pub fn round_trip(&self) -> Option<Duration> {
         match self {
@@ -243,18 +254,46 @@ impl Verdict {
             .checks
             .iter()
             .flat_map(|check| {
-                let several = check.components.len() > 1;
-                check.components.iter().filter_map(move |c| {
-                    let output = c.state.output.as_ref()?;
-                    Some(if several {
-                        format!("{} {}: {output}", check.name, c.id)
-                    } else {
-                        format!("{}: {output}", check.name)
-                    })
+                check.reasons().map(|(id, output)| match id {
+                    Some(id) => format!("{} {id}: {output}", check.name),
+                    None => format!("{}: {output}", check.name),
                 })
             })
             .collect();
         (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+}
+
+impl NamedCheck {
+    /// The worst status of the check's components.
+    pub fn status(&self) -> Status {
+        self.components
+            .iter()
+            .map(|c| c.state.status)
+            .max()
+            .unwrap_or(Status::Fail)
+    }
+
+    /// Why the check is not `pass`, for the kube-style text: `reason`, or with several
+    /// components `componentId: reason; ...`.
+    pub fn output(&self) -> Option<String> {
+        let reasons: Vec<String> = self
+            .reasons()
+            .map(|(id, output)| match id {
+                Some(id) => format!("{id}: {output}"),
+                None => output.to_owned(),
+            })
+            .collect();
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+
+    /// Each non-pass component's reason, with its id where the check has several components.
+    fn reasons(&self) -> impl Iterator<Item = (Option<&str>, &str)> {
+        let several = self.components.len() > 1;
+        self.components.iter().filter_map(move |c| {
+            let output = c.state.output.as_deref()?;
+            Some((several.then_some(c.id.as_str()), output))
+        })
     }
 }
 

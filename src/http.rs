@@ -22,7 +22,10 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
 use crate::metrics::{wants_openmetrics, Metrics};
-use crate::snapshot::{answer, Endpoint, FixedBodies, Snapshot};
+use crate::snapshot::{
+    answer, conditions, render_excluded, render_one, render_verbose, Condition, Endpoint, FixedBodies, Query,
+    Snapshot,
+};
 
 /// A client that has not sent its whole header by then is cut (slowloris); this also closes
 /// idle keep-alive connections.
@@ -38,6 +41,8 @@ const MAX_BUF_SIZE: usize = 16 * 1024;
 
 const HEALTH_JSON: HeaderValue = HeaderValue::from_static("application/health+json");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 const NOT_FOUND_BODY: &str =
@@ -80,6 +85,31 @@ impl State {
             self.max_age,
             self.draining.load(Ordering::Relaxed),
         )
+    }
+
+    /// The conditions an endpoint answers by right now (kube-style text, per-check paths).
+    fn conditions(&self, endpoint: Endpoint) -> Vec<Condition> {
+        let snapshot = self.snapshots.borrow().clone();
+        conditions(
+            endpoint,
+            &snapshot,
+            &self.fixed,
+            Instant::now(),
+            self.max_age,
+            self.draining.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The status page: the latest snapshot's, or the stale or shutdown page.
+    fn page(&self) -> Bytes {
+        let snapshot = self.snapshots.borrow().clone();
+        if self.draining.load(Ordering::Relaxed) {
+            self.fixed.draining_page.clone()
+        } else if Instant::now().saturating_duration_since(snapshot.at) > self.max_age {
+            self.fixed.stale_page.clone()
+        } else {
+            snapshot.page.clone()
+        }
     }
 
     /// From now on readiness answers 503.
@@ -192,30 +222,96 @@ impl Throttled {
 
 /// Answers one request from the latest snapshot: a plain match on the path.
 pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
-    let probe = match request.uri().path() {
-        "/livez" => Endpoint::Live,
-        "/readyz" => Endpoint::Ready,
-        "/startupz" => Endpoint::Started,
-        "/health" | "/healthz" => Endpoint::Health,
+    let path = request.uri().path();
+    let (endpoint, name) = match path {
+        "/livez" => (Endpoint::Live, "livez"),
+        "/readyz" => (Endpoint::Ready, "readyz"),
+        "/startupz" => (Endpoint::Started, "startupz"),
+        "/health" => (Endpoint::Health, "health"),
+        "/healthz" => (Endpoint::Health, "healthz"),
         "/metrics" => return scrape(request, state),
+        "/" if prefers_html(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok())) => {
+            return refuse_method(request).unwrap_or_else(|| reply(StatusCode::OK, HTML, state.page()));
+        }
         _ => {
-            return reply(
-                StatusCode::NOT_FOUND,
-                JSON,
-                Bytes::from_static(NOT_FOUND_BODY.as_bytes()),
-            )
+            return match [("/readyz/", Endpoint::Ready), ("/livez/", Endpoint::Live)]
+                .into_iter()
+                .find_map(|(prefix, endpoint)| Some((endpoint, path.strip_prefix(prefix)?)))
+            {
+                Some((endpoint, check)) => {
+                    refuse_method(request).unwrap_or_else(|| one_check(endpoint, check, state))
+                }
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    JSON,
+                    Bytes::from_static(NOT_FOUND_BODY.as_bytes()),
+                ),
+            };
         }
     };
     if let Some(refusal) = refuse_method(request) {
         return refusal;
     }
-    let (ok, body) = state.answer(probe);
-    let status = if ok {
+    let query = Query::parse(request.uri().query());
+    if query.is_kube() && endpoint != Endpoint::Started {
+        let conditions = state.conditions(endpoint);
+        let (ok, content_type, body) = if query.verbose {
+            let (ok, text) = render_verbose(name, &conditions, &query);
+            (ok, TEXT, Bytes::from(text))
+        } else {
+            let (ok, body) = render_excluded(&state.fixed.description, &conditions, &query);
+            (ok, HEALTH_JSON, body)
+        };
+        return reply(status_code(ok), content_type, body);
+    }
+    let (ok, body) = state.answer(endpoint);
+    reply(status_code(ok), HEALTH_JSON, body)
+}
+
+/// `/readyz/<name>`, `/livez/<name>`: that check alone, 200 or 503 with a line of text; an
+/// unknown name is a 404.
+fn one_check(endpoint: Endpoint, check: &str, state: &State) -> Response<Full<Bytes>> {
+    let name = percent_encoding::percent_decode_str(check).decode_utf8_lossy();
+    match render_one(&state.conditions(endpoint), &name) {
+        Some((ok, line)) => reply(status_code(ok), TEXT, Bytes::from(line + "\n")),
+        None => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            Bytes::from(format!("no check named {name:?}\n")),
+        ),
+    }
+}
+
+fn status_code(ok: bool) -> StatusCode {
+    if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// True when an `Accept` header prefers HTML (a browser) to JSON; a missing header, `*/*` or
+/// `application/json` (curl, scripts) is not.
+pub fn prefers_html(accept: Option<&str>) -> bool {
+    let quality = |wanted: &[&str]| {
+        accept
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next()?;
+                if !wanted.iter().any(|w| media.eq_ignore_ascii_case(w)) {
+                    return None;
+                }
+                let q = params
+                    .find_map(|p| p.strip_prefix("q="))
+                    .map_or(Some(1.0), |q| q.parse::<f32>().ok())?;
+                Some(q)
+            })
+            .fold(0.0f32, f32::max)
     };
-    reply(status, HEALTH_JSON, body)
+    let html = quality(&["text/html", "application/xhtml+xml"]);
+    html > 0.0 && html >= quality(&["application/json", "application/health+json"])
 }
 
 /// `/metrics`: encoded from atomics and `/proc/self` (reused for up to a second); never
@@ -259,29 +355,33 @@ mod tests {
     use crate::health::{Component, ComponentState, NamedCheck, Observed, Outcome, Reading, Status, Verdict};
     use std::time::SystemTime;
 
-    fn state_with(status: Status) -> State {
+    /// A state whose verdict has these checks, one component each: (name, status, output).
+    fn state_of(checks: &[(&'static str, Status, Option<&str>)]) -> State {
         let verdict = Verdict {
-            checks: vec![NamedCheck {
-                name: "redis:responseTime",
-                components: vec![Component {
-                    id: "redis://127.0.0.1:6379".into(),
-                    kind: "datastore",
-                    state: ComponentState {
-                        status,
-                        latest: status,
-                        healthy: Some(status != Status::Fail),
-                        outcome: Outcome {
-                            at: SystemTime::now(),
-                            result: Ok(Reading::pass(Observed::RoundTrip(Duration::from_millis(1)))),
+            checks: checks
+                .iter()
+                .map(|(name, status, output)| NamedCheck {
+                    name,
+                    components: vec![Component {
+                        id: "redis://127.0.0.1:6379".into(),
+                        kind: "datastore",
+                        state: ComponentState {
+                            status: *status,
+                            latest: *status,
+                            healthy: Some(*status != Status::Fail),
+                            outcome: Outcome {
+                                at: SystemTime::now(),
+                                result: Ok(Reading::pass(Observed::RoundTrip(Duration::from_millis(1)))),
+                            },
+                            consecutive_failures: 0,
+                            last_success: Some(SystemTime::now()),
+                            output: output.map(str::to_owned),
                         },
-                        consecutive_failures: 0,
-                        last_success: Some(SystemTime::now()),
-                        output: None,
-                    },
-                }],
-            }],
+                    }],
+                })
+                .collect(),
         };
-        let snapshot = Snapshot::new(Instant::now(), verdict, "d", false);
+        let snapshot = Snapshot::new(Instant::now(), verdict, "d", false, &Default::default());
         let (_tx, rx) = watch::channel(Arc::new(snapshot));
         let max_age = Duration::from_secs(3);
         State::new(
@@ -290,6 +390,19 @@ mod tests {
             max_age,
             Arc::new(Metrics::new(max_age)),
         )
+    }
+
+    fn state_with(status: Status) -> State {
+        state_of(&[("redis:responseTime", status, None)])
+    }
+
+    fn body(response: Response<Full<Bytes>>) -> String {
+        use http_body_util::BodyExt;
+        let bytes = futures_util::FutureExt::now_or_never(response.into_body().collect())
+            .expect("a full body is ready")
+            .expect("infallible")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     fn get(path: &str, method: Method, state: &State) -> Response<Full<Bytes>> {
@@ -312,12 +425,12 @@ mod tests {
     }
 
     #[test]
-    fn routes_ignore_query_strings() {
+    fn routes_ignore_unknown_query_parameters() {
         let state = state_with(Status::Pass);
         for path in [
             "/livez",
-            "/readyz?verbose",
-            "/startupz",
+            "/readyz?x",
+            "/startupz?verbose",
             "/health",
             "/healthz?x=1&y",
         ] {
@@ -355,5 +468,139 @@ mod tests {
         assert_eq!(get("/livez", Method::GET, &state).status(), StatusCode::OK);
         state.start_draining();
         assert_eq!(get("/livez", Method::GET, &state).status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn verbose_lists_every_check_with_its_reason() {
+        let state = state_of(&[
+            ("redis:responseTime", Status::Pass, None),
+            (
+                "redis:memory",
+                Status::Warn,
+                Some("used_memory 0.9 MiB is 95.0% of maxmemory 1 MiB"),
+            ),
+            (
+                "redis:role",
+                Status::Fail,
+                Some("role is replica of 10.0.0.7:6379, expected master"),
+            ),
+        ]);
+        let response = get("/readyz?verbose", Method::GET, &state);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(
+            body(response),
+            "[+]probe-loop ok\n[+]shutdown ok\n[+]redis:responseTime ok\n\
+             [+]redis:memory ok (warn: used_memory 0.9 MiB is 95.0% of maxmemory 1 MiB)\n\
+             [-]redis:role failed: role is replica of 10.0.0.7:6379, expected master\nreadyz check failed\n"
+        );
+        let response = get(
+            "/readyz?verbose=1&exclude=redis%3Arole&exclude=nope",
+            Method::GET,
+            &state,
+        );
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = body(response);
+        assert!(text.contains("[+]redis:role excluded: ok\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "warn: some health checks cannot be excluded: no matches for \"nope\"\nreadyz check passed\n"
+            ),
+            "{text}"
+        );
+        // Liveness never lists Redis.
+        let text = body(get("/livez?verbose", Method::GET, &state));
+        assert_eq!(text, "[+]probe-loop ok\nlivez check passed\n");
+        // ?exclude alone answers the summary document over what is left.
+        let response = get("/health?exclude=redis:role", Method::GET, &state);
+        assert_eq!(response.status(), StatusCode::OK);
+        let doc: serde_json::Value = serde_json::from_str(&body(response)).unwrap();
+        assert_eq!(doc["status"], "warn");
+        assert_eq!(
+            doc["output"],
+            "redis:memory: used_memory 0.9 MiB is 95.0% of maxmemory 1 MiB"
+        );
+        // Draining shows as its own condition.
+        state.start_draining();
+        let text = body(get("/readyz?verbose", Method::GET, &state));
+        assert!(text.contains("[-]shutdown failed: shutting down\n"), "{text}");
+    }
+
+    #[test]
+    fn a_check_alone_answers_by_its_path() {
+        let state = state_of(&[
+            ("redis:responseTime", Status::Pass, None),
+            (
+                "redis:role",
+                Status::Fail,
+                Some("role is master, expected replica"),
+            ),
+        ]);
+        let response = get("/readyz/redis:responseTime", Method::GET, &state);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body(response), "ok\n");
+        let response = get("/readyz/redis%3Arole", Method::GET, &state);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body(response), "failed: role is master, expected replica\n");
+        assert_eq!(
+            get("/readyz/redis:nope", Method::GET, &state).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get("/livez/probe-loop", Method::GET, &state).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            get("/livez/redis:role", Method::GET, &state).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get("/readyz/redis:role", Method::POST, &state).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[test]
+    fn a_browser_gets_the_status_page_and_programs_the_json_index() {
+        let state = state_with(Status::Pass);
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8";
+        let request = Request::builder()
+            .uri("/")
+            .header(ACCEPT, browser)
+            .body(())
+            .unwrap();
+        let response = route(&request, &state);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let page = body(response);
+        assert!(
+            page.contains("Redis is healthy") && page.contains("redis:responseTime"),
+            "{page}"
+        );
+        for accept in [
+            None,
+            Some("*/*"),
+            Some("application/json"),
+            Some("application/json, text/html;q=0.5"),
+        ] {
+            let mut request = Request::builder().uri("/");
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            let response = route(&request.body(()).unwrap(), &state);
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{accept:?}");
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/json", "{accept:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_or_accept_is_answered_without_panicking(query in "\\PC{0,80}", accept in "\\PC{0,80}") {
+            let state = state_with(Status::Warn);
+            let _ = prefers_html(Some(&accept));
+            let parsed = Query::parse(Some(&query));
+            let (_, text) = render_verbose("readyz", &state.conditions(Endpoint::Ready), &parsed);
+            proptest::prop_assert!(text.ends_with("readyz check passed\n"));
+        }
     }
 }

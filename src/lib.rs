@@ -32,6 +32,7 @@ pub mod health;
 pub mod http;
 pub mod info;
 pub mod metrics;
+pub mod page;
 pub mod probe;
 pub mod process;
 pub mod snapshot;
@@ -69,8 +70,11 @@ pub async fn run(
     reconnect: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let description = probe::description(&config);
-    let (snapshot_tx, snapshot_rx) =
-        watch::channel(Arc::new(Snapshot::initial(Instant::now(), &description)));
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::initial(
+        Instant::now(),
+        &description,
+        &[checks::RESPONSE_TIME],
+    )));
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = Arc::new(metrics::Metrics::new(config.timeout));
     let state = Arc::new(http::State::new(

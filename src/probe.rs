@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::connection::{Connection, Event};
 use crate::health::{Component, NamedCheck, Observation, Status, Thresholds, Tracker, Verdict};
 use crate::metrics::Metrics;
+use crate::page::History;
 use crate::snapshot::Snapshot;
 
 /// The Redis side of the daemon: one connection, or one per node of a cluster.
@@ -97,6 +98,7 @@ pub async fn run(
     };
     let mut trackers: Trackers = BTreeMap::new();
     let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut history = History::default();
     let min_gap = config.reconnect_delay();
     let mut started = false;
     let mut status: Option<Status> = None;
@@ -138,7 +140,8 @@ pub async fn run(
         note_restarts(&observations, &mut run_ids, &metrics);
         let verdict = judge(observations, &mut trackers, thresholds);
         metrics.record(&verdict);
-        let snapshot = Snapshot::new(Instant::now(), verdict, &description, started);
+        history.record(&verdict);
+        let snapshot = Snapshot::new(Instant::now(), verdict, &description, started, &history);
         started = snapshot.started;
         log_transition(status, &snapshot);
         status = Some(snapshot.status);
@@ -247,7 +250,7 @@ mod tests {
         let config = Config::from_args(&cli.serve).unwrap();
         let metrics = Arc::new(Metrics::new(config.timeout));
         let probe = Probe::start(&config, metrics.connection_errors()).unwrap();
-        let (snapshots, _) = watch::channel(Arc::new(Snapshot::initial(Instant::now(), "d")));
+        let (snapshots, _) = watch::channel(Arc::new(Snapshot::initial(Instant::now(), "d", &[])));
         let (_, stop) = watch::channel(false);
         let run = run(config, probe, metrics, snapshots, Arc::default(), stop);
         assert!(

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::health::{millis, Observed, Status, Verdict};
+use crate::page;
 
 /// The `serviceId` of every document.
 const SERVICE_ID: &str = "redis-healthd";
@@ -145,6 +146,10 @@ pub struct Snapshot {
     pub summary: Bytes,
     /// `/health`: the full document.
     pub document: Bytes,
+    /// One condition per named check: the kube-style `?verbose` lines and per-check paths.
+    pub checks: Vec<Condition>,
+    /// `/` for a browser: the status page.
+    pub page: Bytes,
     /// The verdict itself, for metrics and logs.
     pub verdict: Option<Verdict>,
 }
@@ -152,57 +157,255 @@ pub struct Snapshot {
 /// Bodies that do not depend on a verdict, rendered once at start.
 #[derive(Clone, Debug)]
 pub struct FixedBodies {
+    /// The documents' `description`.
+    pub description: String,
     pub pass: Bytes,
     pub not_started: Bytes,
     pub stale: Bytes,
     pub draining: Bytes,
+    /// Why a stale snapshot is not trusted (the `probe-loop` condition's reason).
+    pub stale_reason: String,
+    /// The status page while the snapshot is stale, and during shutdown.
+    pub stale_page: Bytes,
+    pub draining_page: Bytes,
 }
+
+/// Why readiness fails during shutdown.
+const SHUTTING_DOWN: &str = "shutting down";
 
 impl FixedBodies {
     pub fn new(description: &str, max_age: Duration) -> Self {
+        let stale_reason = format!(
+            "stale: no check completed within max-age {}; the probe loop is wedged",
+            humantime::format_duration(max_age)
+        );
         Self {
+            description: description.to_owned(),
             pass: render_summary(Status::Pass, description, None),
             not_started: render_summary(Status::Fail, description, Some("no passing check yet".into())),
-            stale: render_summary(
-                Status::Fail,
-                description,
-                Some(format!(
-                    "stale: no check completed within max-age {}; the probe loop is wedged",
-                    humantime::format_duration(max_age)
-                )),
-            ),
-            draining: render_summary(Status::Fail, description, Some("shutting down".into())),
+            stale: render_summary(Status::Fail, description, Some(stale_reason.clone())),
+            draining: render_summary(Status::Fail, description, Some(SHUTTING_DOWN.into())),
+            stale_page: page::render(description, Status::Fail, Some(&stale_reason), None, None),
+            draining_page: page::render(description, Status::Fail, Some(SHUTTING_DOWN), None, None),
+            stale_reason,
         }
     }
 }
 
 impl Snapshot {
-    /// The snapshot before any check has completed: not ready, not started.
-    pub fn initial(now: Instant, description: &str) -> Self {
-        let output = Some("no check has completed yet".to_owned());
-        let summary = render_summary(Status::Fail, description, output.clone());
+    /// The snapshot before any check has completed: not ready, not started; the `pending`
+    /// checks fail with that reason.
+    pub fn initial(now: Instant, description: &str, pending: &[&'static str]) -> Self {
+        const REASON: &str = "no check has completed yet";
+        let summary = render_summary(Status::Fail, description, Some(REASON.to_owned()));
         Self {
             at: now,
             status: Status::Fail,
             started: false,
             document: summary.clone(),
             summary,
+            checks: pending
+                .iter()
+                .map(|name| Condition {
+                    name,
+                    status: Status::Fail,
+                    reason: Some(REASON.to_owned()),
+                })
+                .collect(),
+            page: page::render(description, Status::Fail, Some(REASON), None, None),
             verdict: None,
         }
     }
 
-    /// The snapshot for a verdict; `started` stays true once it has been.
-    pub fn new(now: Instant, verdict: Verdict, description: &str, was_started: bool) -> Self {
+    /// The snapshot for a verdict; `started` stays true once it has been. `history` holds the
+    /// recent PING round trips, this check's included (for the status page).
+    pub fn new(
+        now: Instant,
+        verdict: Verdict,
+        description: &str,
+        was_started: bool,
+        history: &page::History,
+    ) -> Self {
         let status = verdict.status();
+        let output = verdict.output();
         Self {
             at: now,
             status,
             started: was_started || verdict.has_passed() && status != Status::Fail,
-            summary: render_summary(status, description, verdict.output()),
+            summary: render_summary(status, description, output.clone()),
             document: render_document(&verdict, description),
+            checks: verdict
+                .checks
+                .iter()
+                .map(|check| Condition {
+                    name: check.name,
+                    status: check.status(),
+                    reason: check.output(),
+                })
+                .collect(),
+            page: page::render(
+                description,
+                status,
+                output.as_deref(),
+                Some(&verdict),
+                Some(history),
+            ),
             verdict: Some(verdict),
         }
     }
+}
+
+/// One line of the kube-style text: a named check, or a condition of the endpoint itself
+/// (`probe-loop`: a check completed within max-age; `shutdown`: none under way).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub name: &'static str,
+    pub status: Status,
+    /// Why it is not `pass`.
+    pub reason: Option<String>,
+}
+
+impl Condition {
+    fn holds(&self) -> bool {
+        self.status != Status::Fail
+    }
+
+    fn met(name: &'static str, failure: Option<&str>) -> Self {
+        Self {
+            name,
+            status: if failure.is_some() {
+                Status::Fail
+            } else {
+                Status::Pass
+            },
+            reason: failure.map(str::to_owned),
+        }
+    }
+
+    /// `ok`, `ok (warn: reason)` or `failed: reason`.
+    fn describe(&self) -> String {
+        match (self.status, &self.reason) {
+            (Status::Fail, reason) => format!("failed: {}", reason.as_deref().unwrap_or("failing")),
+            (Status::Warn, Some(reason)) => format!("ok (warn: {reason})"),
+            _ => "ok".to_owned(),
+        }
+    }
+}
+
+/// The kube-style query parameters: `?verbose` (any value) and repeatable `?exclude=NAME`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    pub verbose: bool,
+    pub exclude: Vec<String>,
+}
+
+impl Query {
+    /// Reads a query string (percent-decoded; unknown parameters are ignored).
+    pub fn parse(query: Option<&str>) -> Self {
+        let mut parsed = Query::default();
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match key.as_ref() {
+                "verbose" => parsed.verbose = true,
+                "exclude" => parsed.exclude.push(value.into_owned()),
+                _ => {}
+            }
+        }
+        parsed
+    }
+
+    /// True when the answer is not the pre-rendered body.
+    pub fn is_kube(&self) -> bool {
+        self.verbose || !self.exclude.is_empty()
+    }
+}
+
+/// The conditions an endpoint answers by right now: liveness only by the probe loop; readiness
+/// and the document by the loop, shutdown, and every named check.
+pub fn conditions(
+    endpoint: Endpoint,
+    snapshot: &Snapshot,
+    fixed: &FixedBodies,
+    now: Instant,
+    max_age: Duration,
+    draining: bool,
+) -> Vec<Condition> {
+    let fresh = now.saturating_duration_since(snapshot.at) <= max_age;
+    let mut conditions = vec![Condition::met(
+        "probe-loop",
+        (!fresh).then_some(fixed.stale_reason.as_str()),
+    )];
+    if matches!(endpoint, Endpoint::Ready | Endpoint::Health) {
+        conditions.push(Condition::met("shutdown", draining.then_some(SHUTTING_DOWN)));
+        conditions.extend(snapshot.checks.iter().cloned());
+    }
+    conditions
+}
+
+/// The kube-style text (`?verbose`): a line per condition, `[+]name ok`, `[+]name excluded:
+/// ok` or `[-]name failed: reason`, a warning per exclusion that matches nothing, and
+/// `<endpoint> check passed` or `failed`. `true` when every condition not excluded holds.
+pub fn render_verbose(endpoint: &str, conditions: &[Condition], query: &Query) -> (bool, String) {
+    let mut text = String::new();
+    let mut passed = true;
+    for condition in conditions {
+        if query.exclude.iter().any(|name| name == condition.name) {
+            text.push_str(&format!("[+]{} excluded: ok\n", condition.name));
+        } else {
+            passed &= condition.holds();
+            let sign = if condition.holds() { '+' } else { '-' };
+            text.push_str(&format!("[{sign}]{} {}\n", condition.name, condition.describe()));
+        }
+    }
+    for name in unmatched(conditions, query) {
+        text.push_str(&format!(
+            "warn: some health checks cannot be excluded: no matches for {name:?}\n"
+        ));
+    }
+    let verdict = if passed { "passed" } else { "failed" };
+    text.push_str(&format!("{endpoint} check {verdict}\n"));
+    (passed, text)
+}
+
+/// The summary document over the conditions not excluded (`?exclude` without `?verbose`).
+pub fn render_excluded(description: &str, conditions: &[Condition], query: &Query) -> (bool, Bytes) {
+    let counted: Vec<&Condition> = conditions
+        .iter()
+        .filter(|c| !query.exclude.iter().any(|name| name == c.name))
+        .collect();
+    let status = counted.iter().map(|c| c.status).max().unwrap_or(Status::Pass);
+    let mut reasons: Vec<String> = counted
+        .iter()
+        .filter_map(|c| Some(format!("{}: {}", c.name, c.reason.as_ref()?)))
+        .collect();
+    reasons.extend(
+        unmatched(conditions, query)
+            .map(|name| format!("warn: some health checks cannot be excluded: no matches for {name:?}")),
+    );
+    let output = (!reasons.is_empty()).then(|| reasons.join("; "));
+    (
+        status != Status::Fail,
+        render_summary(status, description, output),
+    )
+}
+
+/// The excluded names that match no condition.
+fn unmatched<'a>(conditions: &'a [Condition], query: &'a Query) -> impl Iterator<Item = &'a String> {
+    query
+        .exclude
+        .iter()
+        .filter(|name| !conditions.iter().any(|c| c.name == name.as_str()))
+}
+
+/// One condition alone (`/readyz/<name>`): `Some((holds, "ok" | "failed: reason"))`, `None`
+/// when no condition has that name.
+pub fn render_one(conditions: &[Condition], name: &str) -> Option<(bool, String)> {
+    let condition = conditions.iter().find(|c| c.name == name)?;
+    // A wedged loop makes every check's last state untrustworthy.
+    let loop_stalled = conditions.iter().find(|c| c.name == "probe-loop" && !c.holds());
+    Some(match loop_stalled {
+        Some(stalled) if condition.holds() => (false, stalled.describe()),
+        _ => (condition.holds(), condition.describe()),
+    })
 }
 
 /// The probe endpoints.
@@ -250,7 +453,13 @@ mod tests {
         let slow = tracker.observe(ok(150));
         assert_eq!(slow.status, Status::Warn);
         assert!(slow.output.unwrap().contains("150ms"));
-        let snap = Snapshot::new(Instant::now(), verdict(tracker.observe(ok(150))), "d", false);
+        let snap = Snapshot::new(
+            Instant::now(),
+            verdict(tracker.observe(ok(150))),
+            "d",
+            false,
+            &Default::default(),
+        );
         assert!(snap.started);
         let fixed = FixedBodies::new("d", Duration::from_secs(3));
         assert!(
@@ -270,7 +479,13 @@ mod tests {
     fn stale_snapshot_fails_readiness_and_liveness_but_not_startup() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let snap = Snapshot::new(at, verdict(tracker.observe(ok(1))), "d", false);
+        let snap = Snapshot::new(
+            at,
+            verdict(tracker.observe(ok(1))),
+            "d",
+            false,
+            &Default::default(),
+        );
         let max_age = Duration::from_secs(3);
         let fixed = FixedBodies::new("d", max_age);
         for endpoint in [
@@ -302,13 +517,14 @@ mod tests {
             verdict(tracker.observe(err("Connection refused"))),
             "d",
             false,
+            &Default::default(),
         );
         let max_age = Duration::from_secs(3);
         let fixed = FixedBodies::new("d", max_age);
         assert!(answer(Endpoint::Live, &snap, &fixed, at, max_age, true).0);
         assert!(!answer(Endpoint::Ready, &snap, &fixed, at, max_age, false).0);
         assert!(!answer(Endpoint::Started, &snap, &fixed, at, max_age, false).0);
-        let initial = Snapshot::initial(at, "d");
+        let initial = Snapshot::initial(at, "d", &["redis:responseTime"]);
         assert!(!answer(Endpoint::Ready, &initial, &fixed, at, max_age, false).0);
         assert!(answer(Endpoint::Live, &initial, &fixed, at, max_age, false).0);
     }
@@ -317,7 +533,13 @@ mod tests {
     fn draining_turns_readiness_off_at_once() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let snap = Snapshot::new(at, verdict(tracker.observe(ok(1))), "d", false);
+        let snap = Snapshot::new(
+            at,
+            verdict(tracker.observe(ok(1))),
+            "d",
+            false,
+            &Default::default(),
+        );
         let fixed = FixedBodies::new("d", Duration::from_secs(3));
         let (ok, body) = answer(Endpoint::Ready, &snap, &fixed, at, Duration::from_secs(3), true);
         assert!(!ok);
@@ -328,8 +550,20 @@ mod tests {
     fn startup_latches_after_first_pass() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let passed = Snapshot::new(at, verdict(tracker.observe(ok(1))), "d", false);
-        let failed = Snapshot::new(at, verdict(tracker.observe(err("x"))), "d", passed.started);
+        let passed = Snapshot::new(
+            at,
+            verdict(tracker.observe(ok(1))),
+            "d",
+            false,
+            &Default::default(),
+        );
+        let failed = Snapshot::new(
+            at,
+            verdict(tracker.observe(err("x"))),
+            "d",
+            passed.started,
+            &Default::default(),
+        );
         assert!(failed.started);
     }
 

@@ -41,7 +41,13 @@ fn outputs(config: &Config) -> Vec<String> {
         }],
     };
     metrics.record(&verdict);
-    let snapshot = Snapshot::new(Instant::now(), verdict.clone(), &description, false);
+    let snapshot = Snapshot::new(
+        Instant::now(),
+        verdict.clone(),
+        &description,
+        false,
+        &Default::default(),
+    );
     vec![
         format!("{config:?}"),
         format!("{:?}", config.redis),
