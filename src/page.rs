@@ -157,11 +157,11 @@ pub fn render(
         }
         html.push_str("</tbody></table>");
     }
-    let _ = write!(
+    let _ = writeln!(
         html,
         "</main><footer>redis-healthd {} · <a href=\"/health\">/health</a> · \
          <a href=\"/readyz?verbose\">/readyz?verbose</a> · <a href=\"/metrics\">/metrics</a></footer>\
-         </body></html>\n",
+         </body></html>",
         env!("CARGO_PKG_VERSION")
     );
     Bytes::from(html)
