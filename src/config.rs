@@ -31,10 +31,15 @@ pub struct Cli {
 }
 
 /// Subcommands; without one the daemon serves.
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Probe a running redis-healthd once (for Docker HEALTHCHECK): exit 0 on 2xx, 1 otherwise.
     Check(CheckArgs),
+    /// Check Redis itself once, like pg_isready: exit 0 usable (pass or warn), 1 Redis answered
+    /// but is not usable, 2 no answer, 3 no attempt (bad arguments).
+    Probe(ProbeArgs),
 }
 
 /// Flags of the `check` subcommand.
@@ -54,6 +59,39 @@ pub struct CheckArgs {
 /// Flags of the daemon.
 #[derive(Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Time between two PINGs.
+    #[arg(long, env = "REDIS_HEALTHD_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Budget of one PING, connecting included; at most --interval.
+    #[arg(long, env = "REDIS_HEALTHD_TIMEOUT", default_value = "500ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// A verdict older than this counts as failed (the probe loop is wedged) [default: 3 × --interval]
+    #[arg(long, env = "REDIS_HEALTHD_MAX_AGE", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Consecutive failed checks needed to turn a passing verdict into fail.
+    #[arg(long, env = "REDIS_HEALTHD_FAILURE_THRESHOLD", default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub failure_threshold: u32,
+    /// Consecutive passing checks needed to turn a failing (or unknown) verdict into pass.
+    #[arg(long, env = "REDIS_HEALTHD_SUCCESS_THRESHOLD", default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub success_threshold: u32,
+    /// Concurrent HTTP connections served; more are closed at once. Probes and scrapes need a
+    /// handful; the cap keeps a flood from exhausting file descriptors (1024 is a common soft
+    /// limit) or memory (about 25 KiB per connection).
+    #[arg(long, env = "REDIS_HEALTHD_MAX_CONNECTIONS", default_value = "256", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub max_connections: u32,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "REDIS_HEALTHD_LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// Which Redis, how to log in, and what to check: shared by the daemon and `probe`.
+#[derive(Args)]
+pub struct RedisArgs {
     /// Redis to check (redis://[user[:password]@]host[:port][/db]).
     #[arg(
         long,
@@ -82,24 +120,6 @@ pub struct ServeArgs {
     /// Server name to send (SNI) and verify, e.g. when connecting by IP.
     #[arg(long, env = "REDIS_HEALTHD_TLS_SERVER_NAME", value_name = "NAME")]
     pub tls_server_name: Option<String>,
-    /// Address the HTTP server listens on.
-    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// Time between two PINGs.
-    #[arg(long, env = "REDIS_HEALTHD_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
-    pub interval: Duration,
-    /// Budget of one PING, connecting included; at most --interval.
-    #[arg(long, env = "REDIS_HEALTHD_TIMEOUT", default_value = "500ms", value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// A verdict older than this counts as failed (the probe loop is wedged) [default: 3 × --interval]
-    #[arg(long, env = "REDIS_HEALTHD_MAX_AGE", value_name = "DURATION", value_parser = parse_duration)]
-    pub max_age: Option<Duration>,
-    /// Consecutive failed checks needed to turn a passing verdict into fail.
-    #[arg(long, env = "REDIS_HEALTHD_FAILURE_THRESHOLD", default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub failure_threshold: u32,
-    /// Consecutive passing checks needed to turn a failing (or unknown) verdict into pass.
-    #[arg(long, env = "REDIS_HEALTHD_SUCCESS_THRESHOLD", default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub success_threshold: u32,
     /// A PONG slower than this is `warn` (still ready).
     #[arg(long, env = "REDIS_HEALTHD_WARN_LATENCY", default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
     pub warn_latency: Duration,
@@ -113,7 +133,7 @@ pub struct ServeArgs {
     /// With maxmemory-policy noeviction, used memory from this share of maxmemory on is warn.
     #[arg(long, env = "REDIS_HEALTHD_WARN_MEMORY", default_value = "90%", value_name = "PERCENT", value_parser = parse_percent)]
     pub warn_memory: f64,
-    /// Each check also SETs --write-key (expiring after --max-age): an error reply (OOM,
+    /// Each check also SETs --write-key (expiring after max-age): an error reply (OOM,
     /// READONLY, NOREPLICAS, NOPERM, ...) fails redis:writable.
     #[arg(long, env = "REDIS_HEALTHD_CHECK_WRITES", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub check_writes: bool,
@@ -124,14 +144,26 @@ pub struct ServeArgs {
     /// rotation, DEL it to put it back.
     #[arg(long, env = "REDIS_HEALTHD_DRAIN_KEY", value_name = "KEY")]
     pub drain_key: Option<String>,
-    /// Concurrent HTTP connections served; more are closed at once. Probes and scrapes need a
-    /// handful; the cap keeps a flood from exhausting file descriptors (1024 is a common soft
-    /// limit) or memory (about 25 KiB per connection).
-    #[arg(long, env = "REDIS_HEALTHD_MAX_CONNECTIONS", default_value = "256", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
-    pub max_connections: u32,
-    /// Log format; the level comes from RUST_LOG (default info).
-    #[arg(long, env = "REDIS_HEALTHD_LOG_FORMAT", default_value = "text", value_enum)]
-    pub log_format: LogFormat,
+}
+
+/// Flags of the `probe` subcommand (pg_isready for Redis).
+#[derive(Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Budget of the check, connecting included.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Check again until the verdict passes or this much time has passed (exit with the last
+    /// code); for entrypoints and init containers.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// Print nothing; the exit code says it all.
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print the health+json document instead of one line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How log lines are written.
@@ -399,6 +431,53 @@ pub fn redact(url: &Url) -> String {
     out.to_string()
 }
 
+impl RedisArgs {
+    /// The target and the check settings these flags describe (files read, fields checked
+    /// against each other); `write_ttl` is how long a written key lives.
+    pub fn target(&self, write_ttl: Duration) -> Result<(RedisTarget, Settings), ConfigError> {
+        let redis = RedisTarget::new(
+            &self.redis_url,
+            self.redis_username.as_deref(),
+            self.redis_password_file.as_deref(),
+            &TlsFiles {
+                ca: self.tls_ca_file.clone(),
+                cert: self.tls_cert_file.clone(),
+                key: self.tls_key_file.clone(),
+            },
+            self.tls_server_name.as_deref(),
+        )?;
+        let master_by_topology = match redis.topology {
+            Topology::Standalone => None,
+            Topology::Sentinel => Some("Sentinel"),
+            Topology::Cluster => Some("the cluster"),
+        };
+        if let (Some(by), ExpectRole::Replica) = (master_by_topology, self.expect_role) {
+            return Err(ConfigError(format!(
+                "--expect-role replica cannot hold for {}: {by} always names a master",
+                redis.redacted
+            )));
+        }
+        for (flag, key) in [("--write-key", &self.write_key), ("--drain-key", &self.drain_key)] {
+            if key.as_deref().is_some_and(|k| k.is_empty()) {
+                return Err(ConfigError(format!("{flag} must not be empty")));
+            }
+        }
+        let checks = Settings {
+            warn_latency: self.warn_latency,
+            state: self.state_checks,
+            expect_role: self.expect_role,
+            master_by_topology,
+            warn_memory: self.warn_memory,
+            write_key: self
+                .check_writes
+                .then(|| self.write_key.clone().unwrap_or_else(default_write_key)),
+            write_ttl,
+            drain_key: self.drain_key.clone(),
+        };
+        Ok((redis, checks))
+    }
+}
+
 /// A configuration problem: one line naming the flag; the process exits with code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -422,17 +501,7 @@ impl Config {
                 humantime::format_duration(args.interval + args.timeout)
             )));
         }
-        let redis = RedisTarget::new(
-            &args.redis_url,
-            args.redis_username.as_deref(),
-            args.redis_password_file.as_deref(),
-            &TlsFiles {
-                ca: args.tls_ca_file.clone(),
-                cert: args.tls_cert_file.clone(),
-                key: args.tls_key_file.clone(),
-            },
-            args.tls_server_name.as_deref(),
-        )?;
+        let (redis, checks) = args.redis.target(max_age)?;
         // A cluster check reads the topology before PINGing the primaries: two budgets at worst.
         if redis.topology == Topology::Cluster && max_age < args.interval + args.timeout * 2 {
             return Err(ConfigError(format!(
@@ -442,34 +511,6 @@ impl Config {
                 humantime::format_duration(args.interval + args.timeout * 2)
             )));
         }
-        let master_by_topology = match redis.topology {
-            Topology::Standalone => None,
-            Topology::Sentinel => Some("Sentinel"),
-            Topology::Cluster => Some("the cluster"),
-        };
-        if let (Some(by), ExpectRole::Replica) = (master_by_topology, args.expect_role) {
-            return Err(ConfigError(format!(
-                "--expect-role replica cannot hold for {}: {by} always names a master",
-                redis.redacted
-            )));
-        }
-        for (flag, key) in [("--write-key", &args.write_key), ("--drain-key", &args.drain_key)] {
-            if key.as_deref().is_some_and(|k| k.is_empty()) {
-                return Err(ConfigError(format!("{flag} must not be empty")));
-            }
-        }
-        let checks = Settings {
-            warn_latency: args.warn_latency,
-            state: args.state_checks,
-            expect_role: args.expect_role,
-            master_by_topology,
-            warn_memory: args.warn_memory,
-            write_key: args
-                .check_writes
-                .then(|| args.write_key.clone().unwrap_or_else(default_write_key)),
-            write_ttl: max_age,
-            drain_key: args.drain_key.clone(),
-        };
         Ok(Self {
             redis,
             listen: args.listen,
@@ -481,6 +522,25 @@ impl Config {
             checks,
             max_connections: args.max_connections,
             log_format: args.log_format,
+        })
+    }
+
+    /// The configuration `probe` runs its checks with, listening nowhere. Its interval only
+    /// sets the reconnect delay (a tenth: 50 ms, so the first attempt is not held back) and how
+    /// long a connection error is trusted without asking again.
+    pub fn for_probe(args: &ProbeArgs) -> Result<Self, ConfigError> {
+        let (redis, checks) = args.redis.target(args.timeout * 3)?;
+        Ok(Self {
+            redis,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            interval: Duration::from_millis(500),
+            timeout: args.timeout,
+            max_age: args.timeout * 3,
+            failure_threshold: 1,
+            success_threshold: 1,
+            checks,
+            max_connections: 1,
+            log_format: LogFormat::Text,
         })
     }
 

@@ -47,7 +47,7 @@ pub struct Connection {
     settled: bool,
     /// The latest connection-level error and when it came, cleared when a connection is made:
     /// the real reason behind fred's generic "Connection closed unexpectedly".
-    connection_error: Option<(String, Instant)>,
+    connection_error: Option<(Failure, Instant)>,
     /// How long a connection error is trusted to mean "down" without a PING.
     trust_error_for: Duration,
     /// Connection-level errors and failed reconnect attempts since start (a metric).
@@ -232,15 +232,6 @@ impl Connection {
         }
     }
 
-    /// A failed command as a check failure: its timeout, or its real reason.
-    fn failure(&self, error: &Error) -> Failure {
-        if *error.kind() == ErrorKind::Timeout {
-            Failure::Timeout(self.budget)
-        } else {
-            Failure::Error(self.reason(error))
-        }
-    }
-
     /// Runs one command under the check budget; a failure reads as its real reason.
     pub async fn query<R: FromValue>(
         &self,
@@ -252,8 +243,7 @@ impl Connection {
         let reply = Box::pin(client.custom::<R, _>(command, args.to_vec()));
         match tokio::time::timeout(self.budget * 2, reply).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(Failure::Timeout(self.budget).to_string()),
-            Ok(Err(e)) => Err(self.reason(&e)),
+            Ok(Err(e)) => Err(self.failure(&e).to_string()),
             Err(_) => Err(Failure::Timeout(self.budget).to_string()),
         }
     }
@@ -262,22 +252,29 @@ impl Connection {
     /// connection down less than an interval ago. Before the client's first attempt is known,
     /// waits for it (bounded by the budget) so start-up does not report "not connected yet".
     async fn known_failure(&mut self) -> Option<Failure> {
-        self.settle().await;
+        if !self.settle().await {
+            // The first attempt neither connected nor failed within the budget (a path that
+            // swallows packets): that is the answer, not "not connected yet".
+            return Some(Failure::Unreachable(format!(
+                "connecting timed out after {}",
+                humantime::format_duration(self.budget)
+            )));
+        }
         self.drain_events();
         match &self.connection_error {
-            Some((reason, when)) if when.elapsed() < self.trust_error_for => {
-                Some(Failure::Error(reason.clone()))
-            }
+            Some((failure, when)) if when.elapsed() < self.trust_error_for => Some(failure.clone()),
             _ => None,
         }
     }
 
-    /// Waits (bounded by the budget) for the client's first connection attempt to be known.
-    async fn settle(&mut self) {
-        if !self.settled {
-            let _ = tokio::time::timeout(self.budget, self.next_event()).await;
-            self.settled = true;
+    /// Waits (bounded by the budget) for the client's first connection attempt to be known;
+    /// false when the budget ran out first (this once: later checks do not wait).
+    async fn settle(&mut self) -> bool {
+        if self.settled {
+            return true;
         }
+        self.settled = true;
+        tokio::time::timeout(self.budget, self.next_event()).await.is_ok()
     }
 
     /// True once the client has reported its first connection attempt, made or failed.
@@ -295,14 +292,16 @@ impl Connection {
         self.connected_to.as_ref()
     }
 
-    /// The real cause of a failed command: Redis's own error reply, or the last connection
-    /// error when fred only says the connection is gone.
-    fn reason(&self, error: &Error) -> String {
-        let generic = matches!(error.kind(), ErrorKind::Canceled | ErrorKind::IO);
-        match (&self.connection_error, generic) {
-            (Some((cause, _)), true) => cause.clone(),
-            (None, true) => "not connected: a connection attempt is under way".to_owned(),
-            _ => describe(error),
+    /// The real cause of a failed command: its timeout, Redis's own error reply, or the last
+    /// connection error when fred only says the connection is gone.
+    fn failure(&self, error: &Error) -> Failure {
+        match (error.kind(), &self.connection_error) {
+            (ErrorKind::Timeout, _) => Failure::Timeout(self.budget),
+            (ErrorKind::Canceled | ErrorKind::IO, Some((cause, _))) => cause.clone(),
+            (ErrorKind::Canceled | ErrorKind::IO, None) => {
+                Failure::Unreachable("not connected: a connection attempt is under way".to_owned())
+            }
+            _ => Failure::Error(describe(error)),
         }
     }
 
@@ -347,8 +346,15 @@ impl Connection {
                     describe(&error)
                 };
                 debug!(reason = %reason, "redis connection error");
+                // Refused logins and the like are Redis answering; the rest is no answer.
+                let failure = match error.kind() {
+                    ErrorKind::Auth | ErrorKind::Unknown | ErrorKind::InvalidCommand | ErrorKind::Cluster => {
+                        Failure::Error(reason)
+                    }
+                    _ => Failure::Unreachable(reason),
+                };
                 let was_up = self.connection_error.is_none();
-                self.connection_error = Some((reason, Instant::now()));
+                self.connection_error = Some((failure, Instant::now()));
                 if was_up {
                     Event::Lost
                 } else {

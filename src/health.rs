@@ -20,7 +20,9 @@ pub enum Status {
 pub enum Failure {
     /// No answer within the check's budget.
     Timeout(Duration),
-    /// An error reply or a connection error, with the real reason.
+    /// No answer at all: the connection could not be made or was lost (refused, DNS, TLS).
+    Unreachable(String),
+    /// Redis answered, but not as a usable server (an error reply, a failed state check).
     Error(String),
 }
 
@@ -28,7 +30,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Timeout(budget) => write!(f, "timed out after {}", humantime::format_duration(*budget)),
-            Failure::Error(reason) => f.write_str(reason),
+            Failure::Unreachable(reason) | Failure::Error(reason) => f.write_str(reason),
         }
     }
 }

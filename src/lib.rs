@@ -16,7 +16,8 @@
 //! - [`http`]: the accept loop and `route`, answering from the latest snapshot.
 //! - [`metrics`]: the Prometheus registry (recorded by the probe, encoded per scrape);
 //!   [`process`] adds the standard `process_*` metrics from `/proc/self`.
-//! - [`check`]: the `check` subcommand, a one-shot HTTP probe for container health checks.
+//! - [`check`]: the `check` subcommand, a one-shot HTTP probe for container health checks;
+//!   [`isready`]: the `probe` subcommand, pg_isready for Redis (the daemon's checks, once).
 //!
 //! Data flows one way: the probe task is the only writer of a `watch` channel of immutable
 //! snapshots (bodies pre-rendered); every request reads the latest one and compares its age
@@ -31,6 +32,7 @@ pub mod credentials;
 pub mod health;
 pub mod http;
 pub mod info;
+pub mod isready;
 pub mod metrics;
 pub mod page;
 pub mod probe;

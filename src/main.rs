@@ -1,20 +1,35 @@
-//! The binary: parse the command line, set up logging, run the daemon or the `check`
-//! subcommand, and turn the outcome into an exit code (0 clean, 1 failure, 2 usage).
+//! The binary: parse the command line, set up logging, run the daemon or a subcommand
+//! (`check`, `probe`), and turn the outcome into an exit code (daemon: 0 clean, 1 failure,
+//! 2 usage; `probe`: 0 usable, 1 not usable, 2 no answer, 3 no attempt).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use redis_healthd::config::{Cli, Command, Config, LogFormat};
-use redis_healthd::{check, http};
+use redis_healthd::{check, http, isready};
 use tokio::sync::Notify;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // pg_isready's convention for `probe`: 3 means no attempt was made.
+            let probe = std::env::args_os().nth(1).is_some_and(|a| a == "probe");
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ if probe => 3,
+                _ => 2,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     #[cfg(not(feature = "multi-thread-runtime"))]
     let mut builder = tokio::runtime::Builder::new_current_thread();
     #[cfg(feature = "multi-thread-runtime")]
@@ -26,6 +41,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Probe(args)) = &cli.command {
+        return match runtime.block_on(isready::run(args)) {
+            Ok(answer) => {
+                if let Some(output) = answer.output {
+                    println!("{output}");
+                }
+                ExitCode::from(answer.code)
+            }
+            Err(e) => {
+                if !args.quiet {
+                    eprintln!("error: {e}");
+                }
+                ExitCode::from(3)
+            }
+        };
+    }
     if let Some(Command::Check(args)) = cli.command {
         return match runtime.block_on(check::run(&args)) {
             Ok(line) => {

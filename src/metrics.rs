@@ -215,7 +215,7 @@ impl Metrics {
                 (Ok(_), Status::Warn) => "warn",
                 (Ok(_), _) => "pass",
                 (Err(Failure::Timeout(_)), _) => "timeout",
-                (Err(Failure::Error(_)), _) => "fail",
+                (Err(Failure::Error(_) | Failure::Unreachable(_)), _) => "fail",
             };
             self.checks.get_or_create(&CheckLabels { result }).inc();
             if let Some(rtt) = state

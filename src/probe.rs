@@ -154,7 +154,7 @@ pub async fn run(
 }
 
 /// A [`Tracker`] per (check name, component key).
-type Trackers = BTreeMap<(&'static str, String), Tracker>;
+pub type Trackers = BTreeMap<(&'static str, String), Tracker>;
 
 /// Folds one round of observations into the trackers and returns the verdict: one named check
 /// per check some component reported, in [`checks::ALL`] order. A component gone from the

@@ -1,0 +1,239 @@
+//! The conventions people already use, against real Redis: kube-apiserver's `?verbose`,
+//! `?exclude` and per-check paths, and the status page for people, loaded in a real headless
+//! Chromium (screenshots land in `target/` for people to look at).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{start_fast, RedisServer, DETECT};
+
+#[test]
+fn verbose_text_lists_each_check_and_follows_redis() {
+    let mut redis = RedisServer::start();
+    let daemon = start_fast(&redis.url(), &["--expect-role", "master"]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let reply = daemon.get("/readyz?verbose");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        reply.body,
+        "[+]probe-loop ok\n[+]shutdown ok\n[+]redis:responseTime ok\n[+]redis:role ok\n[+]redis:memory ok\n\
+         [+]redis:persistence ok\nreadyz check passed\n"
+    );
+    println!("GET /readyz?verbose, Redis up:\n{}", reply.body);
+    assert_eq!(
+        daemon.get("/livez?verbose").body,
+        "[+]probe-loop ok\nlivez check passed\n"
+    );
+    assert_eq!(daemon.get("/readyz/redis:role").body, "ok\n");
+
+    // A demoted master: the role check fails, and can be excluded for one request.
+    let other = RedisServer::start();
+    redis.cli(&["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
+    daemon.wait_for("/readyz", 503, DETECT);
+    let reply = daemon.get("/readyz?verbose");
+    assert_eq!(reply.status, 503);
+    let expected = format!(
+        "[-]redis:role failed: role is replica of 127.0.0.1:{}, expected master\n",
+        other.port
+    );
+    assert!(reply.body.contains(&expected), "{}", reply.body);
+    assert!(reply.body.ends_with("readyz check failed\n"), "{}", reply.body);
+    let reply = daemon.get("/readyz/redis%3Arole");
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.body.starts_with("failed: role is replica of"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(daemon.status("/readyz/redis:responseTime"), 200);
+    assert_eq!(daemon.status("/readyz/redis:nope"), 404);
+    let reply = daemon.get("/readyz?verbose&exclude=redis:role&exclude=redis:nope");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body.contains("[+]redis:role excluded: ok\n"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply
+            .body
+            .contains("warn: some health checks cannot be excluded: no matches for \"redis:nope\"\n"),
+        "{}",
+        reply.body
+    );
+    let reply = daemon.get("/readyz?exclude=redis:role");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json()["status"],
+        "warn",
+        "the replica's link: {}",
+        reply.body
+    );
+    // Without the parameters nothing changed: the pre-rendered health+json.
+    let reply = daemon.get("/readyz");
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/health+json")
+    );
+
+    // Redis gone: the connection's reason in the text; liveness untouched.
+    redis.kill();
+    support::wait_for_output(daemon.addr, "Connection refused", DETECT);
+    let reply = daemon.get("/health?verbose");
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply
+            .body
+            .contains("[-]redis:responseTime failed: Connection refused\n"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.ends_with("health check failed\n"));
+    assert_eq!(daemon.status("/livez?verbose"), 200);
+    assert_eq!(daemon.status("/livez/probe-loop"), 200);
+}
+
+/// Headless Chromium as the probe-free way a person sees the page: `--dump-dom` after load,
+/// and a screenshot.
+struct Browser {
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            profile: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, extra: &[&str], url: &str) -> String {
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", self.profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("run chromium (apt-get install chromium, or scripts/test)");
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn dom(&self, url: &str) -> String {
+        self.run(&["--dump-dom"], url)
+    }
+
+    fn screenshot(&self, url: &str, name: &str) -> PathBuf {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        self.run(
+            &[
+                "--window-size=1000,620",
+                &format!("--screenshot={}", path.display()),
+            ],
+            url,
+        );
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 1000, "no screenshot at {}", path.display());
+        path
+    }
+}
+
+#[test]
+fn the_status_page_shows_the_checks_in_a_real_browser() {
+    let mut redis = RedisServer::start();
+    let daemon = start_fast(&redis.url(), &["--check-writes"]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    // A few checks for the sparkline.
+    std::thread::sleep(support::INTERVAL * 4);
+    let url = format!("http://{}/", daemon.addr);
+    let browser = Browser::new();
+    let dom = browser.dom(&url);
+    for text in [
+        "Redis is healthy",
+        "redis:responseTime",
+        "redis:role",
+        "redis:memory",
+        "redis:writable",
+        "master",
+        "<polyline",
+        "Last check",
+    ] {
+        assert!(dom.contains(text), "{text:?} missing from the page:\n{dom}");
+    }
+    let rows = dom.matches("<tr class=\"pass\">").count();
+    assert_eq!(rows, 5, "one passing row per check:\n{dom}");
+    let shot = browser.screenshot(&url, "status-page-up.png");
+    println!("Redis up: {rows} passing rows; screenshot {}", shot.display());
+
+    redis.kill();
+    support::wait_for_output(daemon.addr, "Connection refused", DETECT);
+    // The page reloads itself; a fresh load is what the browser shows next.
+    let dom = browser.dom(&url);
+    assert!(dom.contains("Redis is not usable"), "{dom}");
+    assert!(dom.contains("Connection refused"), "{dom}");
+    assert!(
+        dom.contains("class=\"failed\""),
+        "the failed check marks the sparkline:\n{dom}"
+    );
+    let shot = browser.screenshot(&url, "status-page-down.png");
+    println!("Redis down: the reason is shown; screenshot {}", shot.display());
+    // A program still gets the JSON index.
+    let reply = daemon.get("/");
+    assert_eq!(reply.status, 404);
+    assert!(reply.json()["endpoints"].is_array());
+}
+
+#[test]
+fn a_hostile_reason_is_text_on_the_page_not_markup() {
+    let redis = RedisServer::start();
+    let daemon = start_fast(&redis.url(), &["--expect-role", "master"]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    // Redis repeats whatever master host it is given in INFO, and so in the role's reason.
+    redis.cli(&[
+        "REPLICAOF",
+        "<script>document.title='pwned'</script><b>bold</b>",
+        "6379",
+    ]);
+    support::wait_for_output(daemon.addr, "<script>", DETECT);
+    let url = format!("http://{}/", daemon.addr);
+    let browser = Browser::new();
+    let dom = browser.dom(&url);
+    assert!(
+        !dom.contains("<script>document.title"),
+        "the reason became markup:\n{dom}"
+    );
+    assert!(!dom.contains("<b>bold</b>"), "{dom}");
+    assert!(
+        dom.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<title>fail: redis-healthd</title>"),
+        "a script ran:\n{dom}"
+    );
+}
