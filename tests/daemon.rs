@@ -18,7 +18,7 @@ fn healthy_redis_is_ready_on_every_endpoint() {
         "/startupz",
         "/health",
         "/healthz",
-        "/readyz?verbose=1",
+        "/readyz?unknown=1",
     ] {
         let reply = daemon.get(path);
         assert_eq!(reply.status, 200, "{path}: {reply:?}");
