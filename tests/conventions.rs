@@ -237,3 +237,25 @@ fn a_hostile_reason_is_text_on_the_page_not_markup() {
         "a script ran:\n{dom}"
     );
 }
+
+#[test]
+fn a_wrong_password_reads_as_the_server_reply_in_the_text_and_the_page() {
+    let redis = RedisServer::start_with(&["--requirepass", "right-horse"]);
+    let daemon = start_fast(&format!("redis://:hunter2@127.0.0.1:{}", redis.port), &[]);
+    support::wait_for_output(daemon.addr, "WRONGPASS", DETECT);
+    let reply = daemon.get("/readyz?verbose");
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply
+            .body
+            .contains("[-]redis:responseTime failed: WRONGPASS invalid username-password pair"),
+        "{}",
+        reply.body
+    );
+    let reply = daemon.get("/readyz/redis:responseTime");
+    assert_eq!(reply.status, 503);
+    assert!(reply.body.starts_with("failed: WRONGPASS"), "{}", reply.body);
+    let dom = Browser::new().dom(&format!("http://{}/", daemon.addr));
+    assert!(dom.contains("WRONGPASS"), "{dom}");
+    assert!(!dom.contains("hunter2") && !reply.body.contains("hunter2"));
+}

@@ -234,6 +234,14 @@ fn loading_redis_is_not_ready_until_loaded() {
     let daemon = start(&loading.url(), &[]);
     support::wait_for_output(daemon.addr, "LOADING", Duration::from_secs(5));
     assert_eq!(daemon.status("/readyz"), 503);
+    let verbose = daemon.get("/readyz?verbose");
+    assert!(
+        verbose
+            .body
+            .contains("[-]redis:responseTime failed: LOADING Redis is loading the dataset in memory\n"),
+        "{}",
+        verbose.body
+    );
     assert_eq!(daemon.status("/livez"), 200);
     let loaded = daemon.wait_for("/readyz", 200, Duration::from_secs(30));
     println!("ready {loaded:?} after LOADING was seen");
