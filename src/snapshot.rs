@@ -445,7 +445,12 @@ pub fn answer(
 mod tests {
     use super::*;
     use crate::health::fixtures::*;
-    use crate::health::{Component, Failure, NamedCheck, Outcome, Reading, Tracker};
+    use crate::health::{Component, ComponentState, Failure, NamedCheck, Outcome, Reading, Tracker};
+
+    /// The snapshot of a one-component verdict.
+    fn snapshot_of(at: Instant, state: ComponentState, was_started: bool) -> Snapshot {
+        Snapshot::new(at, verdict(state), "d", was_started, &Default::default())
+    }
 
     #[test]
     fn slow_pong_is_warn_and_still_ready() {
@@ -453,13 +458,7 @@ mod tests {
         let slow = tracker.observe(ok(150));
         assert_eq!(slow.status, Status::Warn);
         assert!(slow.output.unwrap().contains("150ms"));
-        let snap = Snapshot::new(
-            Instant::now(),
-            verdict(tracker.observe(ok(150))),
-            "d",
-            false,
-            &Default::default(),
-        );
+        let snap = snapshot_of(Instant::now(), tracker.observe(ok(150)), false);
         assert!(snap.started);
         let fixed = FixedBodies::new("d", Duration::from_secs(3));
         assert!(
@@ -479,13 +478,7 @@ mod tests {
     fn stale_snapshot_fails_readiness_and_liveness_but_not_startup() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let snap = Snapshot::new(
-            at,
-            verdict(tracker.observe(ok(1))),
-            "d",
-            false,
-            &Default::default(),
-        );
+        let snap = snapshot_of(at, tracker.observe(ok(1)), false);
         let max_age = Duration::from_secs(3);
         let fixed = FixedBodies::new("d", max_age);
         for endpoint in [
@@ -512,13 +505,7 @@ mod tests {
     fn liveness_ignores_a_failing_redis_and_draining() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let snap = Snapshot::new(
-            at,
-            verdict(tracker.observe(err("Connection refused"))),
-            "d",
-            false,
-            &Default::default(),
-        );
+        let snap = snapshot_of(at, tracker.observe(err("Connection refused")), false);
         let max_age = Duration::from_secs(3);
         let fixed = FixedBodies::new("d", max_age);
         assert!(answer(Endpoint::Live, &snap, &fixed, at, max_age, true).0);
@@ -533,13 +520,7 @@ mod tests {
     fn draining_turns_readiness_off_at_once() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let snap = Snapshot::new(
-            at,
-            verdict(tracker.observe(ok(1))),
-            "d",
-            false,
-            &Default::default(),
-        );
+        let snap = snapshot_of(at, tracker.observe(ok(1)), false);
         let fixed = FixedBodies::new("d", Duration::from_secs(3));
         let (ok, body) = answer(Endpoint::Ready, &snap, &fixed, at, Duration::from_secs(3), true);
         assert!(!ok);
@@ -550,20 +531,8 @@ mod tests {
     fn startup_latches_after_first_pass() {
         let mut tracker = Tracker::new(T);
         let at = Instant::now();
-        let passed = Snapshot::new(
-            at,
-            verdict(tracker.observe(ok(1))),
-            "d",
-            false,
-            &Default::default(),
-        );
-        let failed = Snapshot::new(
-            at,
-            verdict(tracker.observe(err("x"))),
-            "d",
-            passed.started,
-            &Default::default(),
-        );
+        let passed = snapshot_of(at, tracker.observe(ok(1)), false);
+        let failed = snapshot_of(at, tracker.observe(err("x")), passed.started);
         assert!(failed.started);
     }
 

@@ -213,24 +213,7 @@ fn no_password_against_requirepass_fails_with_noauth() {
 
 #[test]
 fn loading_redis_is_not_ready_until_loaded() {
-    // Build a dataset, then restart with a per-key load delay so LOADING lasts a few seconds.
-    let mut redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
-    assert_eq!(redis.cli(&["DEBUG", "POPULATE", "50000"]), "OK");
-    assert_eq!(redis.cli(&["SAVE"]), "OK");
-    redis.kill();
-    // Serve clients every 1 KiB loaded (the default 2 MiB would stall replies past the timeout).
-    let dir = redis.dir().to_str().unwrap().to_owned();
-    let mut loading = RedisServer::start_on(
-        redis.port,
-        &[
-            "--dir",
-            &dir,
-            "--key-load-delay",
-            "40",
-            "--loading-process-events-interval-bytes",
-            "1024",
-        ],
-    );
+    let mut loading = RedisServer::loading();
     let daemon = start(&loading.url(), &[]);
     support::wait_for_output(daemon.addr, "LOADING", Duration::from_secs(5));
     assert_eq!(daemon.status("/readyz"), 503);

@@ -67,22 +67,7 @@ fn an_answer_that_is_not_usable_exits_1() {
 
 #[test]
 fn loading_exits_1() {
-    let mut redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
-    assert_eq!(redis.cli(&["DEBUG", "POPULATE", "50000"]), "OK");
-    assert_eq!(redis.cli(&["SAVE"]), "OK");
-    redis.kill();
-    let dir = redis.dir().to_str().unwrap().to_owned();
-    let _loading = RedisServer::start_on(
-        redis.port,
-        &[
-            "--dir",
-            &dir,
-            "--key-load-delay",
-            "40",
-            "--loading-process-events-interval-bytes",
-            "1024",
-        ],
-    );
+    let redis = RedisServer::loading();
     let (code, out, _) = probe(&["--redis-url", &redis.url()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("LOADING"), "{out}");

@@ -163,6 +163,33 @@ impl RedisServer {
         );
     }
 
+    /// A server that answers `LOADING` for several seconds: 50,000 keys saved, then a restart
+    /// on the same port with a per-key load delay.
+    pub fn loading() -> Self {
+        let mut redis = Self::start_with(&["--enable-debug-command", "local"]);
+        assert_eq!(redis.cli(&["DEBUG", "POPULATE", "50000"]), "OK");
+        assert_eq!(redis.cli(&["SAVE"]), "OK");
+        redis.kill();
+        // Serve clients every 1 KiB loaded (the default 2 MiB would stall replies past the
+        // timeout).
+        let mut loading = Self {
+            port: redis.port,
+            args: [
+                "--key-load-delay",
+                "40",
+                "--loading-process-events-interval-bytes",
+                "1024",
+            ]
+            .map(String::from)
+            .to_vec(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        std::fs::copy(redis.dir().join("dump.rdb"), loading.dir().join("dump.rdb")).expect("copy the dump");
+        loading.spawn();
+        loading
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
