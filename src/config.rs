@@ -79,9 +79,10 @@ pub struct ServeArgs {
     /// Consecutive passing checks needed to turn a failing (or unknown) verdict into pass.
     #[arg(long, env = "REDIS_HEALTHD_SUCCESS_THRESHOLD", default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub success_threshold: u32,
-    /// Concurrent HTTP connections served; more are closed at once. Probes and scrapes need a
-    /// handful; the cap keeps a flood from exhausting file descriptors (1024 is a common soft
-    /// limit) or memory (about 25 KiB per connection).
+    /// Concurrent HTTP connections; when full, the one idle longest is closed for the newcomer
+    /// (a peer address's own first past a quarter of this). Probes and scrapes need a handful;
+    /// the cap keeps a flood from exhausting file descriptors (1024 is a common soft limit) or
+    /// memory (about 25 KiB per connection).
     #[arg(long, env = "REDIS_HEALTHD_MAX_CONNECTIONS", default_value = "256", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub max_connections: u32,
     /// Log format; the level comes from RUST_LOG (default info).

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,9 +18,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::admission::{Admission, Evicted, Ticket};
 use crate::metrics::{wants_openmetrics, Metrics};
 use crate::snapshot::{
     answer, conditions, render_excluded, render_one, render_verbose, Condition, Endpoint, FixedBodies, Query,
@@ -127,8 +128,10 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Serves until `stop` turns true, then stops accepting and drains open connections (bounded).
 ///
-/// At most `max_connections` are served at once; a connection beyond that is closed as soon as
-/// it is accepted, so a flood costs an accept and a close each, never a file descriptor held.
+/// At most `max_connections` are open at once, a quarter of them per peer address. A new
+/// connection is always taken: to make room, the one that has sat longest without a request
+/// in progress is closed, the same peer's first ([`Admission`]). A flood from one address
+/// then only cuts its own connections, and a probe from anywhere else is served at once.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
@@ -142,11 +145,13 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_BUF_SIZE);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let admission = Admission::new(max_connections);
+    let clock = admission.clock();
+    let admission = Arc::new(Mutex::new(admission));
     let mut accept_errors = Throttled::default();
     let mut shed = Throttled::default();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = crate::stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
@@ -161,29 +166,41 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(stream);
+        let (ticket, evicted) = lock(&admission).admit(peer.ip());
+        if evicted != Evicted::Nobody {
             if let Some(suppressed) = shed.hit() {
                 warn!(
                     max_connections,
-                    suppressed, "connection limit reached; closing new connections"
+                    peer = %peer.ip(),
+                    suppressed,
+                    "connection limit reached; closing the connections idle longest"
                 );
             }
-            continue;
-        };
+        }
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let idle_since = ticket.idle_since.clone();
+        let clock = clock.clone();
         let service = service_fn(move |request| {
             let response = route(&request, &state);
+            idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let admission = admission.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // Timeouts of idle keep-alive connections land here: not worth a warning.
-                debug!(error = %e, "connection closed with an error");
+            let Ticket { id, closed, .. } = ticket;
+            tokio::select! {
+                served = connection => {
+                    if let Err(e) = served {
+                        // Timeouts of idle keep-alive connections land here: not worth a warning.
+                        debug!(error = %e, "connection closed with an error");
+                    }
+                }
+                // Dropping the connection closes the socket.
+                _ = closed => debug!("connection closed to make room"),
             }
-            drop(slot);
+            lock(&admission).leave(id);
         });
     }
     drop(listener);
@@ -193,6 +210,11 @@ pub async fn serve(
     {
         debug!("drain timed out; closing the remaining connections");
     }
+}
+
+/// The admission lock; never held across an await, so a poisoned one is still consistent.
+fn lock(admission: &Mutex<Admission>) -> std::sync::MutexGuard<'_, Admission> {
+    admission.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A warning that repeats (a flood, an fd shortage) is logged at most once per

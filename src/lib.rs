@@ -13,7 +13,8 @@
 //!   `INFO` and `CLUSTER INFO` text they read.
 //! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
 //!   endpoint answers.
-//! - [`http`]: the accept loop and `route`, answering from the latest snapshot.
+//! - [`http`]: the accept loop and `route`, answering from the latest snapshot;
+//!   [`admission`] decides which connections it keeps when full.
 //! - [`metrics`]: the Prometheus registry (recorded by the probe, encoded per scrape);
 //!   [`process`] adds the standard `process_*` metrics from `/proc/self`.
 //! - [`check`]: the `check` subcommand, a one-shot HTTP probe for container health checks;
@@ -23,6 +24,7 @@
 //! snapshots (bodies pre-rendered); every request reads the latest one and compares its age
 //! with max-age.
 
+pub mod admission;
 pub mod check;
 pub mod checks;
 pub mod cluster;

@@ -87,6 +87,78 @@ fn slowloris_connections_are_cut_while_probes_stay_fast() {
     assert_eq!(daemon.status("/readyz"), 200);
 }
 
+/// A slowloris connection from `source` (another loopback address): half a request head, then
+/// nothing.
+fn slow_from(source: std::net::IpAddr, addr: SocketAddr) -> Option<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
+    socket.connect(&addr.into()).ok()?;
+    let mut stream: TcpStream = socket.into();
+    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n").ok()?;
+    Some(stream)
+}
+
+#[test]
+fn probes_from_another_address_win_over_a_thousand_slowloris_connections() {
+    let redis = RedisServer::start();
+    // The built binary at default flags, so its descriptors and memory are its own.
+    let daemon = support::DaemonProcess::spawn(&["--redis-url", &redis.url()], &[]);
+    let addr = daemon.addr;
+    support::wait_for(addr, "/readyz", 200, Duration::from_secs(5));
+    let (fds0, rss0) = support::fds_and_rss(daemon.child.id());
+    // The attacker: 1,000 connections from 127.0.0.2, held, reopened as the server cuts them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let source = std::net::IpAddr::from([127, 0, 0, 2]);
+            let mut held: std::collections::VecDeque<TcpStream> = std::collections::VecDeque::new();
+            let mut opened = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(stream) = slow_from(source, addr) {
+                    stream.set_nonblocking(true).unwrap();
+                    held.push_back(stream);
+                    opened += 1;
+                }
+                // Keep the thousand newest; the ones the server closed are reopened above.
+                let mut probe = [0u8; 1];
+                held.retain_mut(|s| !matches!(s.read(&mut probe), Ok(0)));
+                while held.len() > 1000 {
+                    held.pop_front();
+                }
+            }
+            (opened, held.len())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slowest = Duration::ZERO;
+    let mut answered = 0;
+    for _ in 0..100 {
+        let (status, took) = timed_status(addr, "/readyz");
+        assert_eq!(status, 200);
+        answered += 1;
+        slowest = slowest.max(took);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (fds1, rss1) = support::fds_and_rss(daemon.child.id());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (opened, held) = attacker.join().unwrap();
+    println!(
+        "{answered} of 100 probes answered beside {opened} slowloris connections opened from 127.0.0.2 \
+         ({held} still open at the end); slowest {slowest:?}; daemon fds {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB"
+    );
+    assert!(opened >= 1000, "the attacker opened only {opened}");
+    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    assert!(fds1 <= fds0 + 256 + 8, "descriptors: {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + 8 * 1024, "RSS: {rss0} -> {rss1} KiB");
+    assert!(
+        daemon.log().contains("connection limit reached"),
+        "{}",
+        daemon.log()
+    );
+}
+
 #[test]
 fn a_flood_past_the_connection_cap_is_shed_and_probes_recover() {
     let redis = RedisServer::start();
