@@ -39,6 +39,9 @@ pub struct Cluster {
 struct Primary {
     server: Server,
     slots: Vec<(u16, u16)>,
+    /// `--check-writes`: the write key made to land in one of its slots, found once per
+    /// topology (a primary with few slots takes thousands of tries).
+    write_key: Option<String>,
 }
 
 impl Primary {
@@ -54,7 +57,9 @@ impl Primary {
     fn asks(&self, settings: &Settings) -> Asks {
         let mut asks = settings.asks();
         asks.cluster_info = true;
-        asks.write = asks.write.and_then(|(key, ttl)| Some((self.own_key(&key)?, ttl)));
+        asks.write = asks
+            .write
+            .and_then(|(_, ttl)| Some((self.write_key.clone()?, ttl)));
         asks.drain = asks.drain.filter(|key| self.owns(redis_keyslot(key.as_bytes())));
         asks
     }
@@ -216,9 +221,21 @@ impl Cluster {
 
     /// Adopts a new set of primaries: connects to new ones, closes connections to nodes that
     /// are neither a primary nor a seed any more.
-    fn update(&mut self, primaries: Vec<Primary>) {
-        if self.primaries.as_ref() == Some(&primaries) {
+    fn update(&mut self, mut primaries: Vec<Primary>) {
+        let same = |known: &Vec<Primary>| {
+            known.len() == primaries.len()
+                && known
+                    .iter()
+                    .zip(&primaries)
+                    .all(|(a, b)| a.server == b.server && a.slots == b.slots)
+        };
+        if self.primaries.as_ref().is_some_and(same) {
             return;
+        }
+        if let Some(key) = &self.config.checks.write_key {
+            for primary in &mut primaries {
+                primary.write_key = primary.own_key(key);
+            }
         }
         let servers: Vec<Server> = primaries.iter().map(|p| p.server.clone()).collect();
         info!(
@@ -270,6 +287,7 @@ fn primaries(slots: Value, host: &str) -> Result<Vec<Primary>, String> {
         .unique_primary_nodes()
         .into_iter()
         .map(|server| Primary {
+            write_key: None,
             slots: routing
                 .slots()
                 .iter()
@@ -294,6 +312,7 @@ mod tests {
         let primary = Primary {
             server: Server::new("127.0.0.1", 7000),
             slots: vec![(5461, 10922)],
+            write_key: None,
         };
         let key = primary.own_key("redis-healthd:h").unwrap();
         assert!(key.starts_with("redis-healthd:h{"), "{key}");
