@@ -5,7 +5,7 @@
 //! request (or was accepted), on a logical clock that ticks once per accepted connection: a
 //! request stamps its connection with one atomic load and store, no clock read. A new connection is always admitted; to make room, the server
 //! closes the connection that has sat the longest without a request in progress: the same
-//! peer's when that peer already holds its share ([`Admission::per_peer`]), anyone's when the
+//! peer's when that peer already holds its share (a quarter of `max`), anyone's when the
 //! server holds `max` connections. A client that floods from one address therefore only ever
 //! cuts its own connections, and a probe from another address always finds a slot. Memory and
 //! descriptors stay bounded by `max`.

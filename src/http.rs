@@ -24,8 +24,7 @@ use tracing::{debug, warn};
 use crate::admission::{Admission, Evicted, Ticket};
 use crate::metrics::{wants_openmetrics, Metrics};
 use crate::snapshot::{
-    answer, conditions, render_excluded, render_one, render_verbose, Condition, Endpoint, FixedBodies, Query,
-    Snapshot,
+    render_excluded, render_one, render_verbose, Endpoint, FixedBodies, Query, Snapshot, View,
 };
 
 /// A client that has not sent its whole header by then is cut (slowloris); this also closes
@@ -75,42 +74,17 @@ impl State {
         }
     }
 
-    /// What an endpoint answers right now.
-    fn answer(&self, endpoint: Endpoint) -> (bool, Bytes) {
+    /// The latest snapshot as of now, for one request.
+    fn view<R>(&self, answer: impl FnOnce(&View<'_>) -> R) -> R {
         let snapshot = self.snapshots.borrow().clone();
-        answer(
-            endpoint,
+        let draining = self.draining.load(Ordering::Relaxed);
+        answer(&View::new(
             &snapshot,
             &self.fixed,
             Instant::now(),
             self.max_age,
-            self.draining.load(Ordering::Relaxed),
-        )
-    }
-
-    /// The conditions an endpoint answers by right now (kube-style text, per-check paths).
-    fn conditions(&self, endpoint: Endpoint) -> Vec<Condition> {
-        let snapshot = self.snapshots.borrow().clone();
-        conditions(
-            endpoint,
-            &snapshot,
-            &self.fixed,
-            Instant::now(),
-            self.max_age,
-            self.draining.load(Ordering::Relaxed),
-        )
-    }
-
-    /// The status page: the latest snapshot's, or the stale or shutdown page.
-    fn page(&self) -> Bytes {
-        let snapshot = self.snapshots.borrow().clone();
-        if self.draining.load(Ordering::Relaxed) {
-            self.fixed.draining_page.clone()
-        } else if Instant::now().saturating_duration_since(snapshot.at) > self.max_age {
-            self.fixed.stale_page.clone()
-        } else {
-            snapshot.page.clone()
-        }
+            draining,
+        ))
     }
 
     /// From now on readiness answers 503.
@@ -253,7 +227,8 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         "/healthz" => (Endpoint::Health, "healthz"),
         "/metrics" => return scrape(request, state),
         "/" if prefers_html(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok())) => {
-            return refuse_method(request).unwrap_or_else(|| reply(StatusCode::OK, HTML, state.page()));
+            return refuse_method(request)
+                .unwrap_or_else(|| reply(StatusCode::OK, HTML, state.view(|view| view.page())));
         }
         _ => {
             return match [("/readyz/", Endpoint::Ready), ("/livez/", Endpoint::Live)]
@@ -276,7 +251,7 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     }
     let query = Query::parse(request.uri().query());
     if query.is_kube() && endpoint != Endpoint::Started {
-        let conditions = state.conditions(endpoint);
+        let conditions = state.view(|view| view.conditions(endpoint));
         let (ok, content_type, body) = if query.verbose {
             let (ok, text) = render_verbose(name, &conditions, &query);
             (ok, TEXT, Bytes::from(text))
@@ -286,7 +261,7 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         };
         return reply(status_code(ok), content_type, body);
     }
-    let (ok, body) = state.answer(endpoint);
+    let (ok, body) = state.view(|view| view.answer(endpoint));
     reply(status_code(ok), HEALTH_JSON, body)
 }
 
@@ -294,7 +269,7 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
 /// unknown name is a 404.
 fn one_check(endpoint: Endpoint, check: &str, state: &State) -> Response<Full<Bytes>> {
     let name = percent_encoding::percent_decode_str(check).decode_utf8_lossy();
-    match render_one(&state.conditions(endpoint), &name) {
+    match render_one(&state.view(|view| view.conditions(endpoint)), &name) {
         Some((ok, line)) => reply(status_code(ok), TEXT, Bytes::from(line + "\n")),
         None => reply(
             StatusCode::NOT_FOUND,
@@ -343,7 +318,7 @@ fn scrape<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         return refusal;
     }
     let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-    let ready = state.answer(Endpoint::Ready).0;
+    let ready = state.view(|view| view.answer(Endpoint::Ready).0);
     let (body, content_type) = state.metrics.encode(wants_openmetrics(accept), ready);
     reply(StatusCode::OK, HeaderValue::from_static(content_type), body)
 }
@@ -621,7 +596,7 @@ mod tests {
             let state = state_with(Status::Warn);
             let _ = prefers_html(Some(&accept));
             let parsed = Query::parse(Some(&query));
-            let (_, text) = render_verbose("readyz", &state.conditions(Endpoint::Ready), &parsed);
+            let (_, text) = render_verbose("readyz", &state.view(|view| view.conditions(Endpoint::Ready)), &parsed);
             proptest::prop_assert!(text.ends_with("readyz check passed\n"));
         }
     }

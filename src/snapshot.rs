@@ -1,6 +1,6 @@
 //! What the probe publishes after each check: the [`Snapshot`], with every body rendered once
 //! from the verdict (the health+json document and summary, the kube-style check lines, the
-//! HTML status page), and what each endpoint answers from it ([`answer`]): pure functions of
+//! HTML status page), and what each endpoint answers from it ([`View`]): pure functions of
 //! (snapshot, now), unit-tested without sockets.
 
 use std::collections::BTreeMap;
@@ -319,28 +319,6 @@ impl Query {
     }
 }
 
-/// The conditions an endpoint answers by right now: liveness only by the probe loop; readiness
-/// and the document by the loop, shutdown, and every named check.
-pub fn conditions(
-    endpoint: Endpoint,
-    snapshot: &Snapshot,
-    fixed: &FixedBodies,
-    now: Instant,
-    max_age: Duration,
-    draining: bool,
-) -> Vec<Condition> {
-    let fresh = now.saturating_duration_since(snapshot.at) <= max_age;
-    let mut conditions = vec![Condition::met(
-        "probe-loop",
-        (!fresh).then_some(fixed.stale_reason.as_str()),
-    )];
-    if matches!(endpoint, Endpoint::Ready | Endpoint::Health) {
-        conditions.push(Condition::met("shutdown", draining.then_some(SHUTTING_DOWN)));
-        conditions.extend(snapshot.checks.iter().cloned());
-    }
-    conditions
-}
-
 /// The kube-style text (`?verbose`): a line per condition, `[+]name ok`, `[+]name excluded:
 /// ok` or `[-]name failed: reason`, a warning per exclusion that matches nothing, and
 /// `<endpoint> check passed` or `failed`. `true` when every condition not excluded holds.
@@ -417,27 +395,73 @@ pub enum Endpoint {
     Health,
 }
 
-/// What a probe endpoint answers: `(true, body)` is 200, `(false, body)` is 503.
-///
-/// Liveness only asks whether the probe loop is turning (a fresh snapshot), never what Redis
-/// said; readiness and the document also need a pass/warn verdict and no shutdown under way.
-pub fn answer(
-    endpoint: Endpoint,
-    snapshot: &Snapshot,
-    fixed: &FixedBodies,
-    now: Instant,
-    max_age: Duration,
+/// The latest snapshot as one request sees it: fresh or stale, shutdown begun or not. Every
+/// endpoint answers from one of these: pure functions of (snapshot, now).
+pub struct View<'a> {
+    snapshot: &'a Snapshot,
+    fixed: &'a FixedBodies,
+    fresh: bool,
     draining: bool,
-) -> (bool, Bytes) {
-    let fresh = now.saturating_duration_since(snapshot.at) <= max_age;
-    match endpoint {
-        Endpoint::Started if snapshot.started => (true, fixed.pass.clone()),
-        Endpoint::Started => (false, fixed.not_started.clone()),
-        _ if !fresh => (false, fixed.stale.clone()),
-        Endpoint::Live => (true, fixed.pass.clone()),
-        Endpoint::Ready | Endpoint::Health if draining => (false, fixed.draining.clone()),
-        Endpoint::Ready => (snapshot.status != Status::Fail, snapshot.summary.clone()),
-        Endpoint::Health => (snapshot.status != Status::Fail, snapshot.document.clone()),
+}
+
+impl<'a> View<'a> {
+    pub fn new(
+        snapshot: &'a Snapshot,
+        fixed: &'a FixedBodies,
+        now: Instant,
+        max_age: Duration,
+        draining: bool,
+    ) -> Self {
+        Self {
+            snapshot,
+            fixed,
+            fresh: now.saturating_duration_since(snapshot.at) <= max_age,
+            draining,
+        }
+    }
+
+    /// What a probe endpoint answers: `(true, body)` is 200, `(false, body)` is 503.
+    ///
+    /// Liveness only asks whether the probe loop is turning (a fresh snapshot), never what
+    /// Redis said; readiness and the document also need a pass/warn verdict and no shutdown
+    /// under way.
+    pub fn answer(&self, endpoint: Endpoint) -> (bool, Bytes) {
+        let (snapshot, fixed) = (self.snapshot, self.fixed);
+        match endpoint {
+            Endpoint::Started if snapshot.started => (true, fixed.pass.clone()),
+            Endpoint::Started => (false, fixed.not_started.clone()),
+            _ if !self.fresh => (false, fixed.stale.clone()),
+            Endpoint::Live => (true, fixed.pass.clone()),
+            Endpoint::Ready | Endpoint::Health if self.draining => (false, fixed.draining.clone()),
+            Endpoint::Ready => (snapshot.status != Status::Fail, snapshot.summary.clone()),
+            Endpoint::Health => (snapshot.status != Status::Fail, snapshot.document.clone()),
+        }
+    }
+
+    /// The conditions an endpoint answers by (kube-style text, per-check paths): liveness
+    /// only by the probe loop; readiness and the document by the loop, shutdown, and every
+    /// named check.
+    pub fn conditions(&self, endpoint: Endpoint) -> Vec<Condition> {
+        let mut conditions = vec![Condition::met(
+            "probe-loop",
+            (!self.fresh).then_some(self.fixed.stale_reason.as_str()),
+        )];
+        if matches!(endpoint, Endpoint::Ready | Endpoint::Health) {
+            conditions.push(Condition::met("shutdown", self.draining.then_some(SHUTTING_DOWN)));
+            conditions.extend(self.snapshot.checks.iter().cloned());
+        }
+        conditions
+    }
+
+    /// The status page: the snapshot's, or the shutdown or stale page.
+    pub fn page(&self) -> Bytes {
+        if self.draining {
+            self.fixed.draining_page.clone()
+        } else if !self.fresh {
+            self.fixed.stale_page.clone()
+        } else {
+            self.snapshot.page.clone()
+        }
     }
 }
 
@@ -462,15 +486,9 @@ mod tests {
         assert!(snap.started);
         let fixed = FixedBodies::new("d", Duration::from_secs(3));
         assert!(
-            answer(
-                Endpoint::Ready,
-                &snap,
-                &fixed,
-                snap.at,
-                Duration::from_secs(3),
-                false
-            )
-            .0
+            View::new(&snap, &fixed, snap.at, Duration::from_secs(3), false)
+                .answer(Endpoint::Ready)
+                .0
         );
     }
 
@@ -488,17 +506,23 @@ mod tests {
             Endpoint::Started,
         ] {
             assert!(
-                answer(endpoint, &snap, &fixed, at + max_age, max_age, false).0,
+                View::new(&snap, &fixed, at + max_age, max_age, false)
+                    .answer(endpoint)
+                    .0,
                 "{endpoint:?}"
             );
         }
         let later = at + max_age + Duration::from_millis(1);
         for endpoint in [Endpoint::Live, Endpoint::Ready, Endpoint::Health] {
-            let (ok, body) = answer(endpoint, &snap, &fixed, later, max_age, false);
+            let (ok, body) = View::new(&snap, &fixed, later, max_age, false).answer(endpoint);
             assert!(!ok, "{endpoint:?}");
             assert_eq!(body, fixed.stale);
         }
-        assert!(answer(Endpoint::Started, &snap, &fixed, later, max_age, false).0);
+        assert!(
+            View::new(&snap, &fixed, later, max_age, false)
+                .answer(Endpoint::Started)
+                .0
+        );
     }
 
     #[test]
@@ -508,12 +532,32 @@ mod tests {
         let snap = snapshot_of(at, tracker.observe(err("Connection refused")), false);
         let max_age = Duration::from_secs(3);
         let fixed = FixedBodies::new("d", max_age);
-        assert!(answer(Endpoint::Live, &snap, &fixed, at, max_age, true).0);
-        assert!(!answer(Endpoint::Ready, &snap, &fixed, at, max_age, false).0);
-        assert!(!answer(Endpoint::Started, &snap, &fixed, at, max_age, false).0);
+        assert!(
+            View::new(&snap, &fixed, at, max_age, true)
+                .answer(Endpoint::Live)
+                .0
+        );
+        assert!(
+            !View::new(&snap, &fixed, at, max_age, false)
+                .answer(Endpoint::Ready)
+                .0
+        );
+        assert!(
+            !View::new(&snap, &fixed, at, max_age, false)
+                .answer(Endpoint::Started)
+                .0
+        );
         let initial = Snapshot::initial(at, "d", &["redis:responseTime"]);
-        assert!(!answer(Endpoint::Ready, &initial, &fixed, at, max_age, false).0);
-        assert!(answer(Endpoint::Live, &initial, &fixed, at, max_age, false).0);
+        assert!(
+            !View::new(&initial, &fixed, at, max_age, false)
+                .answer(Endpoint::Ready)
+                .0
+        );
+        assert!(
+            View::new(&initial, &fixed, at, max_age, false)
+                .answer(Endpoint::Live)
+                .0
+        );
     }
 
     #[test]
@@ -522,7 +566,7 @@ mod tests {
         let at = Instant::now();
         let snap = snapshot_of(at, tracker.observe(ok(1)), false);
         let fixed = FixedBodies::new("d", Duration::from_secs(3));
-        let (ok, body) = answer(Endpoint::Ready, &snap, &fixed, at, Duration::from_secs(3), true);
+        let (ok, body) = View::new(&snap, &fixed, at, Duration::from_secs(3), true).answer(Endpoint::Ready);
         assert!(!ok);
         assert_eq!(body, fixed.draining);
     }
