@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 /// The open connections.
 #[derive(Debug)]
@@ -34,28 +34,28 @@ pub struct Admission {
 struct Open {
     peer: IpAddr,
     idle_since: Arc<AtomicU64>,
-    /// Closes the connection when sent (or dropped).
-    close: oneshot::Sender<()>,
+    /// Ends the connection's task, which drops (closes) the connection. Aborting costs the
+    /// connection nothing while it lives, where a close signal would be polled at every wake.
+    task: Option<AbortHandle>,
 }
 
-/// What an admitted connection keeps: its id (to leave with), the clock its requests stamp,
-/// and the signal that it must close.
+/// What an admitted connection keeps: its id (to attach its task and to leave with), and the
+/// clock its requests stamp.
 #[derive(Debug)]
 pub struct Ticket {
     pub id: u64,
     /// The admission clock when the connection last finished a request head (or was admitted).
     pub idle_since: Arc<AtomicU64>,
-    pub closed: oneshot::Receiver<()>,
 }
 
-/// Who had to make room for an admitted connection.
+/// Who had to make room for an admitted connection, and which connection that was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Evicted {
     Nobody,
     /// The same peer's connection idle longest: the peer holds its share.
-    SamePeer,
+    SamePeer(u64),
     /// The connection idle longest of all: the server is full.
-    Oldest,
+    Oldest(u64),
 }
 
 impl Admission {
@@ -81,35 +81,33 @@ impl Admission {
     pub fn admit(&mut self, peer: IpAddr) -> (Ticket, Evicted) {
         let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         let evicted = if self.by_peer.get(&peer).copied().unwrap_or(0) >= self.per_peer {
-            self.evict(|open| open.peer == peer);
-            Evicted::SamePeer
+            self.evict(|open| open.peer == peer)
+                .map_or(Evicted::Nobody, Evicted::SamePeer)
         } else if self.open.len() >= self.max {
-            self.evict(|_| true);
-            Evicted::Oldest
+            self.evict(|_| true).map_or(Evicted::Nobody, Evicted::Oldest)
         } else {
             Evicted::Nobody
         };
         let id = self.next_id;
         self.next_id += 1;
         let idle_since = Arc::new(AtomicU64::new(now));
-        let (close, closed) = oneshot::channel();
         self.open.insert(
             id,
             Open {
                 peer,
                 idle_since: idle_since.clone(),
-                close,
+                task: None,
             },
         );
         *self.by_peer.entry(peer).or_default() += 1;
-        (
-            Ticket {
-                id,
-                idle_since,
-                closed,
-            },
-            evicted,
-        )
+        (Ticket { id, idle_since }, evicted)
+    }
+
+    /// Records the task serving connection `id` (gone already if it ended at once).
+    pub fn attach(&mut self, id: u64, task: AbortHandle) {
+        if let Some(open) = self.open.get_mut(&id) {
+            open.task = Some(task);
+        }
     }
 
     /// Forgets a connection that ended by itself (already gone if it was evicted).
@@ -128,19 +126,20 @@ impl Admission {
         self.open.is_empty()
     }
 
-    /// Closes the matching connection idle longest.
-    fn evict(&mut self, matching: impl Fn(&Open) -> bool) {
+    /// Closes the matching connection idle longest; returns its id.
+    fn evict(&mut self, matching: impl Fn(&Open) -> bool) -> Option<u64> {
         let oldest = self
             .open
             .iter()
             .filter(|(_, open)| matching(open))
             .min_by_key(|(id, open)| (open.idle_since.load(Ordering::Relaxed), **id))
-            .map(|(id, _)| *id);
-        if let Some(open) = oldest.and_then(|id| self.open.remove(&id)) {
-            // The connection may have ended at the same moment: nothing to close then.
-            let _ = open.close.send(());
-            self.forget_peer(open.peer);
+            .map(|(id, _)| *id)?;
+        let open = self.open.remove(&oldest)?;
+        if let Some(task) = open.task {
+            task.abort();
         }
+        self.forget_peer(open.peer);
+        Some(oldest)
     }
 
     fn forget_peer(&mut self, peer: IpAddr) {
@@ -164,46 +163,34 @@ mod tests {
     #[test]
     fn a_flood_from_one_address_only_ever_cuts_its_own_connections() {
         let mut admission = Admission::new(8);
-        let (mut probe, _) = admission.admit(ip(1));
+        let (probe, _) = admission.admit(ip(1));
         let mut flood = Vec::new();
-        for now in 1..=100 {
+        for n in 1..=100 {
             let (ticket, evicted) = admission.admit(ip(2));
-            assert_eq!(
-                evicted,
-                if now <= 2 {
-                    Evicted::Nobody
-                } else {
-                    Evicted::SamePeer
-                },
-                "{now}"
-            );
-            flood.push(ticket);
+            match evicted {
+                Evicted::Nobody => assert!(n <= 2, "{n}"),
+                Evicted::SamePeer(id) => assert_eq!(id, flood[n - 3], "the flood's oldest"),
+                Evicted::Oldest(_) => panic!("the flood reached past its share"),
+            }
+            flood.push(ticket.id);
         }
         assert_eq!(admission.len(), 3, "the probe and the flood's share of 2");
         assert!(
-            probe.closed.try_recv().is_err(),
+            admission.open.contains_key(&probe.id),
             "the probe's connection was never closed"
         );
-        let closed = flood
-            .iter_mut()
-            .map(|t| t.closed.try_recv())
-            .filter(Result::is_ok)
-            .count();
-        assert_eq!(closed, 98, "every flood connection but the newest two was closed");
     }
 
     #[test]
     fn when_full_the_connection_idle_longest_makes_room() {
         let mut admission = Admission::new(4);
-        let mut tickets: Vec<Ticket> = (1..=4).map(|n| admission.admit(ip(n)).0).collect();
+        let tickets: Vec<Ticket> = (1..=4).map(|n| admission.admit(ip(n)).0).collect();
         // The first one served a request just now: the second has sat idle longest.
         tickets[0]
             .idle_since
             .store(admission.clock().load(Ordering::Relaxed), Ordering::Relaxed);
         let (_, evicted) = admission.admit(ip(9));
-        assert_eq!(evicted, Evicted::Oldest);
-        assert!(tickets[1].closed.try_recv().is_ok());
-        assert!(tickets[0].closed.try_recv().is_err());
+        assert_eq!(evicted, Evicted::Oldest(tickets[1].id));
         assert_eq!(admission.len(), 4);
         admission.leave(tickets[2].id);
         admission.leave(tickets[1].id);
@@ -212,6 +199,16 @@ mod tests {
         assert_eq!(evicted, Evicted::Nobody);
         // A quarter of 4 is one per peer: the same peer again replaces its own.
         let (_, evicted) = admission.admit(ip(10));
-        assert_eq!(evicted, Evicted::SamePeer);
+        assert!(matches!(evicted, Evicted::SamePeer(_)));
+    }
+
+    #[tokio::test]
+    async fn an_evicted_connection_s_task_is_ended() {
+        let mut admission = Admission::new(1);
+        let (first, _) = admission.admit(ip(1));
+        let task = tokio::spawn(std::future::pending::<()>());
+        admission.attach(first.id, task.abort_handle());
+        admission.admit(ip(2));
+        assert!(task.await.unwrap_err().is_cancelled());
     }
 }

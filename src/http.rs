@@ -153,7 +153,7 @@ pub async fn serve(
         }
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let idle_since = ticket.idle_since.clone();
+        let Ticket { id, idle_since } = ticket;
         let clock = clock.clone();
         let service = service_fn(move |request| {
             let response = route(&request, &state);
@@ -161,21 +161,16 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        let admission = admission.clone();
-        tokio::spawn(async move {
-            let Ticket { id, closed, .. } = ticket;
-            tokio::select! {
-                served = connection => {
-                    if let Err(e) = served {
-                        // Timeouts of idle keep-alive connections land here: not worth a warning.
-                        debug!(error = %e, "connection closed with an error");
-                    }
-                }
-                // Dropping the connection closes the socket.
-                _ = closed => debug!("connection closed to make room"),
+        let served = admission.clone();
+        // An evicted connection's task is aborted, which drops (closes) the connection.
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Timeouts of idle keep-alive connections land here: not worth a warning.
+                debug!(error = %e, "connection closed with an error");
             }
-            lock(&admission).leave(id);
+            lock(&served).leave(id);
         });
+        lock(&admission).attach(id, task.abort_handle());
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
@@ -249,7 +244,12 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     if let Some(refusal) = refuse_method(request) {
         return refusal;
     }
-    let query = Query::parse(request.uri().query());
+    // Probes send no query: they go straight to the pre-rendered bodies.
+    let query = request
+        .uri()
+        .query()
+        .map(|q| Query::parse(Some(q)))
+        .unwrap_or_default();
     if query.is_kube() && endpoint != Endpoint::Started {
         let conditions = state.view(|view| view.conditions(endpoint));
         let (ok, content_type, body) = if query.verbose {
