@@ -249,6 +249,14 @@ impl Verdict {
         self.checks.iter().flat_map(|c| c.components.iter())
     }
 
+    /// The components of the check named `name` (none when it was not reported).
+    pub fn components_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Component> {
+        self.checks
+            .iter()
+            .filter(move |c| c.name == name)
+            .flat_map(|c| c.components.iter())
+    }
+
     /// The top-level `output`: every non-pass component's reason, `check: reason; ...`, with
     /// the component named where a check has several (`check componentId: reason`).
     pub fn output(&self) -> Option<String> {

@@ -245,11 +245,7 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         return refusal;
     }
     // Probes send no query: they go straight to the pre-rendered bodies.
-    let query = request
-        .uri()
-        .query()
-        .map(|q| Query::parse(Some(q)))
-        .unwrap_or_default();
+    let query = request.uri().query().map(Query::parse).unwrap_or_default();
     if query.is_kube() && endpoint != Endpoint::Started {
         let conditions = state.view(|view| view.conditions(endpoint));
         let (ok, content_type, body) = if query.verbose {
@@ -595,7 +591,7 @@ mod tests {
         fn any_query_or_accept_is_answered_without_panicking(query in "\\PC{0,80}", accept in "\\PC{0,80}") {
             let state = state_with(Status::Warn);
             let _ = prefers_html(Some(&accept));
-            let parsed = Query::parse(Some(&query));
+            let parsed = Query::parse(&query);
             let (_, text) = render_verbose("readyz", &state.view(|view| view.conditions(Endpoint::Ready)), &parsed);
             proptest::prop_assert!(text.ends_with("readyz check passed\n"));
         }

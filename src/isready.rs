@@ -61,17 +61,12 @@ pub fn exit_code(verdict: &Verdict) -> u8 {
     if verdict.status() != Status::Fail {
         return 0;
     }
-    let no_answer = verdict
-        .checks
-        .iter()
-        .filter(|c| c.name == RESPONSE_TIME)
-        .flat_map(|c| &c.components)
-        .any(|c| {
-            matches!(
-                c.state.outcome.result,
-                Err(Failure::Timeout(_) | Failure::Unreachable(_))
-            )
-        });
+    let no_answer = verdict.components_of(RESPONSE_TIME).any(|c| {
+        matches!(
+            c.state.outcome.result,
+            Err(Failure::Timeout(_) | Failure::Unreachable(_))
+        )
+    });
     if no_answer {
         2
     } else {

@@ -205,12 +205,7 @@ impl Metrics {
         let mut passed = 0;
         let mut failures = 0;
         let mut at = None;
-        let pings = verdict
-            .checks
-            .iter()
-            .filter(|c| c.name == RESPONSE_TIME)
-            .flat_map(|c| &c.components);
-        for state in pings.map(|c| &c.state) {
+        for state in verdict.components_of(RESPONSE_TIME).map(|c| &c.state) {
             let result = match (&state.outcome.result, state.latest) {
                 (Ok(_), Status::Warn) => "warn",
                 (Ok(_), _) => "pass",

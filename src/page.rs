@@ -50,13 +50,8 @@ impl Default for History {
 impl History {
     /// Records a check's `redis:responseTime` components.
     pub fn record(&mut self, verdict: &Verdict) {
-        let pings = verdict
-            .checks
-            .iter()
-            .filter(|c| c.name == crate::checks::RESPONSE_TIME)
-            .flat_map(|c| &c.components);
         let mut sample = Sample::Empty;
-        for component in pings {
+        for component in verdict.components_of(crate::checks::RESPONSE_TIME) {
             sample = match (&component.state.outcome.result, sample) {
                 (Err(_), _) | (_, Sample::Failed) => Sample::Failed,
                 (Ok(reading), previous) => {

@@ -170,6 +170,9 @@ pub struct FixedBodies {
     pub draining_page: Bytes,
 }
 
+/// The condition every endpoint but `/startupz` answers by: a check completed within max-age.
+const PROBE_LOOP: &str = "probe-loop";
+
 /// Why readiness fails during shutdown.
 const SHUTTING_DOWN: &str = "shutting down";
 
@@ -301,9 +304,9 @@ pub struct Query {
 
 impl Query {
     /// Reads a query string (percent-decoded; unknown parameters are ignored).
-    pub fn parse(query: Option<&str>) -> Self {
+    pub fn parse(query: &str) -> Self {
         let mut parsed = Query::default();
-        for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
                 "verbose" => parsed.verbose = true,
                 "exclude" => parsed.exclude.push(value.into_owned()),
@@ -317,6 +320,18 @@ impl Query {
     pub fn is_kube(&self) -> bool {
         self.verbose || !self.exclude.is_empty()
     }
+
+    fn excludes(&self, name: &str) -> bool {
+        self.exclude.iter().any(|excluded| excluded == name)
+    }
+
+    /// kube's warning for each excluded name that matches no condition.
+    fn unmatched<'a>(&'a self, conditions: &'a [Condition]) -> impl Iterator<Item = String> + 'a {
+        self.exclude
+            .iter()
+            .filter(|name| !conditions.iter().any(|c| c.name == name.as_str()))
+            .map(|name| format!("warn: some health checks cannot be excluded: no matches for {name:?}"))
+    }
 }
 
 /// The kube-style text (`?verbose`): a line per condition, `[+]name ok`, `[+]name excluded:
@@ -326,7 +341,7 @@ pub fn render_verbose(endpoint: &str, conditions: &[Condition], query: &Query) -
     let mut text = String::new();
     let mut passed = true;
     for condition in conditions {
-        if query.exclude.iter().any(|name| name == condition.name) {
+        if query.excludes(condition.name) {
             text.push_str(&format!("[+]{} excluded: ok\n", condition.name));
         } else {
             passed &= condition.holds();
@@ -334,10 +349,9 @@ pub fn render_verbose(endpoint: &str, conditions: &[Condition], query: &Query) -
             text.push_str(&format!("[{sign}]{} {}\n", condition.name, condition.describe()));
         }
     }
-    for name in unmatched(conditions, query) {
-        text.push_str(&format!(
-            "warn: some health checks cannot be excluded: no matches for {name:?}\n"
-        ));
+    for warning in query.unmatched(conditions) {
+        text.push_str(&warning);
+        text.push('\n');
     }
     let verdict = if passed { "passed" } else { "failed" };
     text.push_str(&format!("{endpoint} check {verdict}\n"));
@@ -346,19 +360,13 @@ pub fn render_verbose(endpoint: &str, conditions: &[Condition], query: &Query) -
 
 /// The summary document over the conditions not excluded (`?exclude` without `?verbose`).
 pub fn render_excluded(description: &str, conditions: &[Condition], query: &Query) -> (bool, Bytes) {
-    let counted: Vec<&Condition> = conditions
-        .iter()
-        .filter(|c| !query.exclude.iter().any(|name| name == c.name))
-        .collect();
+    let counted: Vec<&Condition> = conditions.iter().filter(|c| !query.excludes(c.name)).collect();
     let status = counted.iter().map(|c| c.status).max().unwrap_or(Status::Pass);
     let mut reasons: Vec<String> = counted
         .iter()
         .filter_map(|c| Some(format!("{}: {}", c.name, c.reason.as_ref()?)))
         .collect();
-    reasons.extend(
-        unmatched(conditions, query)
-            .map(|name| format!("warn: some health checks cannot be excluded: no matches for {name:?}")),
-    );
+    reasons.extend(query.unmatched(conditions));
     let output = (!reasons.is_empty()).then(|| reasons.join("; "));
     (
         status != Status::Fail,
@@ -366,20 +374,12 @@ pub fn render_excluded(description: &str, conditions: &[Condition], query: &Quer
     )
 }
 
-/// The excluded names that match no condition.
-fn unmatched<'a>(conditions: &'a [Condition], query: &'a Query) -> impl Iterator<Item = &'a String> {
-    query
-        .exclude
-        .iter()
-        .filter(|name| !conditions.iter().any(|c| c.name == name.as_str()))
-}
-
 /// One condition alone (`/readyz/<name>`): `Some((holds, "ok" | "failed: reason"))`, `None`
 /// when no condition has that name.
 pub fn render_one(conditions: &[Condition], name: &str) -> Option<(bool, String)> {
     let condition = conditions.iter().find(|c| c.name == name)?;
     // A wedged loop makes every check's last state untrustworthy.
-    let loop_stalled = conditions.iter().find(|c| c.name == "probe-loop" && !c.holds());
+    let loop_stalled = conditions.iter().find(|c| c.name == PROBE_LOOP && !c.holds());
     Some(match loop_stalled {
         Some(stalled) if condition.holds() => (false, stalled.describe()),
         _ => (condition.holds(), condition.describe()),
@@ -443,7 +443,7 @@ impl<'a> View<'a> {
     /// named check.
     pub fn conditions(&self, endpoint: Endpoint) -> Vec<Condition> {
         let mut conditions = vec![Condition::met(
-            "probe-loop",
+            PROBE_LOOP,
             (!self.fresh).then_some(self.fixed.stale_reason.as_str()),
         )];
         if matches!(endpoint, Endpoint::Ready | Endpoint::Health) {
