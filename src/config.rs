@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::checks::{ExpectRole, Settings};
 use crate::credentials::PasswordFile;
-use crate::tls::TlsFiles;
+use crate::tls::{Reloader, TlsFiles, TlsMetrics};
 use fred::prelude::{Server, ServerConfig};
 
 /// The default `--listen` address, shared by the daemon and the `check` subcommand.
@@ -241,6 +241,10 @@ pub struct RedisTarget {
     topology: Topology,
     /// `rediss://` and friends: TLS to every server.
     tls: bool,
+    /// The TLS files, read again at every handshake (`rediss://` only).
+    tls_files: Option<Arc<Reloader>>,
+    /// Certificate expiry and failed reloads (empty without TLS).
+    tls_metrics: TlsMetrics,
 }
 
 /// How the URL says Redis is found.
@@ -303,9 +307,14 @@ impl RedisTarget {
                 "--tls-* flags need a rediss:// URL, not {redacted}"
             )));
         }
-        if tls_url && tls.any() {
-            client.tls = Some(tls.client_config()?);
-        }
+        let tls_metrics = TlsMetrics::default();
+        let tls_files = if tls_url {
+            let (config, reloader) = tls.client_config(tls_metrics.clone())?;
+            client.tls = Some(config);
+            Some(reloader)
+        } else {
+            None
+        };
         if let Some(name) = tls_server_name {
             match &mut client.server {
                 ServerConfig::Centralized { server } => server.tls_server_name = Some(name.into()),
@@ -331,7 +340,22 @@ impl RedisTarget {
             redacted,
             topology,
             tls: tls_url,
+            tls_files,
+            tls_metrics,
         })
+    }
+
+    /// Reads the TLS files again now (SIGHUP), keeping the last good set if one is bad; the
+    /// handshakes that follow use what this read.
+    pub fn reload_tls(&self) {
+        if let Some(files) = &self.tls_files {
+            files.reload();
+        }
+    }
+
+    /// Certificate expiry and failed TLS reloads, for the metrics registry.
+    pub fn tls_metrics(&self) -> &TlsMetrics {
+        &self.tls_metrics
     }
 
     /// The Redis client's configuration (holds the password: never print it).

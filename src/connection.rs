@@ -416,7 +416,7 @@ fn describe(error: &Error) -> String {
         .strip_prefix("InvalidCertificate(")
         .and_then(|m| m.strip_suffix(')'))
     {
-        format!("TLS: invalid server certificate: {inner}")
+        format!("TLS: invalid server certificate: {}", certificate_error(inner))
     } else if let Some(inner) = message
         .strip_prefix("AlertReceived(")
         .and_then(|m| m.strip_suffix(')'))
@@ -424,6 +424,31 @@ fn describe(error: &Error) -> String {
         format!("TLS: the server refused the handshake: {inner}")
     } else {
         message.to_owned()
+    }
+}
+
+/// rustls's certificate error as its `Debug` names it, with the times of `ExpiredContext` and
+/// `NotValidYetContext` made readable, `Expired: not valid after 2025-01-02T00:00:00Z` (the
+/// time of the check is left out: the reason stays the same from one check to the next).
+fn certificate_error(debug: &str) -> String {
+    let times = |name: &str| -> Option<Vec<String>> {
+        let rest = debug.strip_prefix(name)?;
+        let times = rest
+            .split("UnixTime(")
+            .skip(1)
+            .map(|t| {
+                let secs = t.split(')').next()?.parse::<u64>().ok()?;
+                Some(humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string())
+            })
+            .collect::<Option<Vec<_>>>()?;
+        (times.len() == 2).then_some(times)
+    };
+    if let Some(t) = times("ExpiredContext") {
+        format!("Expired: not valid after {}", t[1])
+    } else if let Some(t) = times("NotValidYetContext") {
+        format!("NotValidYet: not valid before {}", t[1])
+    } else {
+        debug.to_owned()
     }
 }
 
@@ -473,6 +498,11 @@ mod tests {
         assert_eq!(
             describe(&Error::new(ErrorKind::IO, tls)),
             "TLS: invalid server certificate: UnknownIssuer"
+        );
+        let expired = "Custom { kind: InvalidData, error: InvalidCertificate(ExpiredContext { time: UnixTime(1795668275), not_after: UnixTime(1735776000) }) }";
+        assert_eq!(
+            describe(&Error::new(ErrorKind::IO, expired)),
+            "TLS: invalid server certificate: Expired: not valid after 2025-01-02T00:00:00Z"
         );
         let alert = "Custom { kind: InvalidData, error: AlertReceived(CertificateRequired) }";
         assert_eq!(

@@ -80,7 +80,7 @@ pub async fn run(
         &[checks::RESPONSE_TIME],
     )));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = Arc::new(metrics::Metrics::new(config.timeout));
+    let metrics = Arc::new(metrics::Metrics::new(config.timeout).with_tls(config.redis.tls_metrics()));
     let state = Arc::new(http::State::new(
         snapshot_rx,
         FixedBodies::new(&description, config.max_age),

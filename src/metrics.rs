@@ -21,6 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::checks::RESPONSE_TIME;
 use crate::health::{Failure, Status, Verdict};
 use crate::process::ProcessCollector;
+use crate::tls::TlsMetrics;
 
 /// Content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -191,6 +192,25 @@ impl Metrics {
             generation: AtomicU64::new(0),
             cache: Mutex::new([None, None]),
         }
+    }
+
+    /// Adds the TLS series: certificate expiry and failed reloads of the TLS files.
+    pub fn with_tls(mut self, tls: &TlsMetrics) -> Self {
+        let sub = self.registry.sub_registry_with_prefix("redis_healthd");
+        sub.register_with_unit(
+            "tls_cert_not_after",
+            "When a certificate expires, seconds since the Unix epoch: cert=client from \
+             --tls-cert-file as last read, cert=server as presented at the latest handshake",
+            Unit::Seconds,
+            tls.not_after.clone(),
+        );
+        sub.register(
+            "config_reload_errors",
+            "Reloads of the TLS files that found one missing or malformed (the last good set \
+             stays in use)",
+            tls.reload_errors.clone(),
+        );
+        self
     }
 
     /// A handle the probe increments on every connection error.

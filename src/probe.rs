@@ -113,6 +113,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(due) => {}
             _ = reconnect.notified() => {
                 info!(password_file = config.redis.has_password_file(), "reconnecting to redis on request");
+                config.redis.reload_tls();
                 probe.reconnect().await;
                 continue;
             }

@@ -343,7 +343,7 @@ fn promtool(args: &[&str], dir: &std::path::Path) -> String {
 fn alert_rules_pass_promtool_checks_and_unit_tests() {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus"));
     let report = promtool(&["check", "rules", "alerts.yml"], dir);
-    assert!(report.contains("SUCCESS: 8 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 10 rules found"), "{report}");
     let report = promtool(&["test", "rules", "alerts_test.yml"], dir);
     assert!(report.contains("SUCCESS"), "{report}");
 }
@@ -361,5 +361,5 @@ fn example_prometheus_config_is_valid() {
     std::fs::write(tmp.path().join("prometheus.yml"), checkable).unwrap();
     std::fs::copy(dir.join("alerts.yml"), tmp.path().join("alerts.yml")).unwrap();
     let report = promtool(&["check", "config", "prometheus.yml"], tmp.path());
-    assert!(report.contains("SUCCESS: 8 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 10 rules found"), "{report}");
 }

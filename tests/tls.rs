@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::{free_port, output, run_binary, start_fast, wait_until, Certs, RedisServer};
@@ -185,4 +185,264 @@ fn bad_tls_files_exit_2_naming_the_flag() {
 
 fn arg(path: &Path) -> String {
     path.to_str().unwrap().to_owned()
+}
+
+/// A directory laid out as the kubelet mounts a Secret (and cert-manager renews one): each
+/// file is a link through `..data`, which is swapped atomically to a new version directory.
+struct SecretVolume {
+    dir: tempfile::TempDir,
+    version: u32,
+}
+
+impl SecretVolume {
+    /// `files`: (name in the volume, path of its contents).
+    fn new(files: &[(&str, PathBuf)]) -> Self {
+        let mut volume = Self {
+            dir: tempfile::tempdir().unwrap(),
+            version: 0,
+        };
+        volume.update(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), volume.dir.path().join(name)).unwrap();
+        }
+        volume
+    }
+
+    /// Writes a new version and swaps `..data` to it in one rename.
+    fn update(&mut self, files: &[(&str, PathBuf)]) {
+        self.version += 1;
+        let version = format!("..v{}", self.version);
+        std::fs::create_dir(self.dir.path().join(&version)).unwrap();
+        for (name, from) in files {
+            std::fs::copy(from, self.dir.path().join(&version).join(name)).unwrap();
+        }
+        let tmp = self.dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("..data")).unwrap();
+    }
+
+    fn arg(&self, name: &str) -> String {
+        arg(&self.dir.path().join(name))
+    }
+
+    /// The daemon's TLS flags, read from this volume.
+    fn flags(&self) -> Vec<String> {
+        [
+            ("--tls-ca-file", "ca.crt"),
+            ("--tls-cert-file", "tls.crt"),
+            ("--tls-key-file", "tls.key"),
+        ]
+        .iter()
+        .flat_map(|(flag, name)| [flag.to_string(), self.arg(name)])
+        .collect()
+    }
+}
+
+/// A second CA with its own server and client certificates: what a rotation moves to.
+fn make_rotated(certs: &Certs) {
+    certs.sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca2.key -out ca2.pem -days 30 -subj /CN=test-ca-2 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server2.key -out server2.csr -subj /CN=redis.test 2>/dev/null
+        openssl x509 -req -in server2.csr -CA ca2.pem -CAkey ca2.key -CAcreateserial -out server2.pem -days 20 -extfile server.ext 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client2.key -out client2.csr -subj /CN=redis-healthd 2>/dev/null
+        openssl x509 -req -in client2.csr -CA ca2.pem -CAkey ca2.key -CAcreateserial -out client2.pem -days 10 -extfile client.ext 2>/dev/null");
+}
+
+/// redis-server with mutual TLS on a TLS port, and its plain port for redis-cli.
+fn mutual_tls_redis(certs: &Certs, tls_port: u16, server: &str) -> RedisServer {
+    RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &certs.arg(&format!("{server}.pem")),
+        "--tls-key-file",
+        &certs.arg(&format!("{server}.key")),
+        "--tls-ca-cert-file",
+        &certs.arg("ca.pem"),
+        "--tls-auth-clients",
+        "yes",
+    ])
+}
+
+const CLIENT_EXPIRY: &str = "redis_healthd_tls_cert_not_after_seconds{cert=\"client\"}";
+const SERVER_EXPIRY: &str = "redis_healthd_tls_cert_not_after_seconds{cert=\"server\"}";
+
+#[test]
+fn rotated_certificates_are_used_at_the_next_reconnection_without_a_restart() {
+    let certs = Certs::make();
+    make_rotated(&certs);
+    let tls_port = free_port();
+    let redis = mutual_tls_redis(&certs, tls_port, "server");
+    let first = |name: &str| certs.path(name);
+    let mut volume = SecretVolume::new(&[
+        ("ca.crt", first("ca.pem")),
+        ("tls.crt", first("client.pem")),
+        ("tls.key", first("client.key")),
+    ]);
+    let flags = volume.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = start_fast(&format!("rediss://127.0.0.1:{tls_port}"), &flags);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        support::metric(daemon.addr, CLIENT_EXPIRY),
+        certs.not_after("client.pem")
+    );
+    assert_eq!(
+        support::metric(daemon.addr, SERVER_EXPIRY),
+        certs.not_after("server.pem")
+    );
+
+    // Redis moves to the new CA (its own certificate and the clients it trusts), and the
+    // Secret is renewed in place: the connection already made carries on.
+    let (server2, key2, ca2) = (
+        certs.arg("server2.pem"),
+        certs.arg("server2.key"),
+        certs.arg("ca2.pem"),
+    );
+    assert_eq!(
+        redis.cli(&[
+            "CONFIG",
+            "SET",
+            "tls-cert-file",
+            &server2,
+            "tls-key-file",
+            &key2,
+            "tls-ca-cert-file",
+            &ca2
+        ]),
+        "OK"
+    );
+    volume.update(&[
+        ("ca.crt", first("ca2.pem")),
+        ("tls.crt", first("client2.pem")),
+        ("tls.key", first("client2.key")),
+    ]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(daemon.status("/readyz"), 200);
+
+    // The next connection reads the new files: the old ones would fail both ways now.
+    let connections = redis.info_number(&["stats"], "total_connections_received");
+    let killed = Instant::now();
+    assert_ne!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "0");
+    let took = wait_until(
+        Duration::from_secs(5),
+        "a new TLS connection with the new files",
+        || support::metric(daemon.addr, SERVER_EXPIRY) == certs.not_after("server2.pem"),
+    );
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!(
+        "ready with the rotated files {:?} after CLIENT KILL (server cert seen after {took:?})",
+        killed.elapsed()
+    );
+    assert!(redis.info_number(&["stats"], "total_connections_received") > connections);
+    assert_eq!(
+        support::metric(daemon.addr, CLIENT_EXPIRY),
+        certs.not_after("client2.pem")
+    );
+    assert_eq!(
+        support::metric(daemon.addr, "redis_healthd_config_reload_errors_total"),
+        0.0
+    );
+    let health = daemon.get("/health").json();
+    assert_eq!(health["status"], "pass", "{health}");
+}
+
+#[test]
+fn a_malformed_file_at_reload_keeps_the_last_good_set_and_says_so_once() {
+    let certs = Certs::make();
+    let tls_port = free_port();
+    let redis = mutual_tls_redis(&certs, tls_port, "server");
+    let good = [
+        ("ca.crt", certs.path("ca.pem")),
+        ("tls.crt", certs.path("client.pem")),
+        ("tls.key", certs.path("client.key")),
+    ];
+    let mut volume = SecretVolume::new(&good);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let mut flags = vec!["--redis-url".to_owned(), url];
+    flags.extend(volume.flags());
+    flags.extend(support::FAST.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = support::DaemonProcess::spawn(&flags, &[]);
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+
+    // A renewal that wrote a broken certificate (the key stays good).
+    let broken = support::write_file(
+        volume.dir.path(),
+        "broken.pem",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    );
+    volume.update(&[
+        ("ca.crt", certs.path("ca.pem")),
+        ("tls.crt", broken),
+        ("tls.key", certs.path("client.key")),
+    ]);
+    daemon.signal("-HUP");
+    wait_until(Duration::from_secs(5), "a counted reload error", || {
+        support::metric(daemon.addr, "redis_healthd_config_reload_errors_total") >= 1.0
+    });
+    // More reconnections, each reading the files again: still the last good set, still ready.
+    for _ in 0..3 {
+        assert_ne!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "0");
+        std::thread::sleep(Duration::from_millis(700));
+        support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
+    }
+    let errors = support::metric(daemon.addr, "redis_healthd_config_reload_errors_total");
+    assert!(errors >= 4.0, "{errors}");
+    let log = daemon.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TLS files not reloaded"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("--tls-cert-file") && warnings[0].contains("is not a valid X.509 certificate"),
+        "{}",
+        warnings[0]
+    );
+    println!("{errors} failed reloads, logged once: {}", warnings[0]);
+
+    // Fixed: no more errors.
+    volume.update(&good);
+    daemon.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(700));
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
+    let after = support::metric(daemon.addr, "redis_healthd_config_reload_errors_total");
+    assert_ne!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "0");
+    std::thread::sleep(Duration::from_millis(700));
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
+    assert_eq!(
+        support::metric(daemon.addr, "redis_healthd_config_reload_errors_total"),
+        after
+    );
+}
+
+#[test]
+fn an_expired_server_certificate_fails_with_the_reason() {
+    let certs = Certs::make();
+    // `openssl ca` is the one openssl 3.0 command that takes explicit dates.
+    certs.sh("touch index.txt && echo 01 > serial
+        printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\nnew_certs_dir=.\\nserial=serial\\npolicy=p\\ndefault_md=sha256\\n[p]\\ncommonName=supplied\\n' > ca.cnf
+        openssl ca -batch -notext -config ca.cnf -cert ca.pem -keyfile ca.key -in server.csr -out expired.pem \
+            -startdate 20250101000000Z -enddate 20250102000000Z -extfile server.ext 2>/dev/null
+        cp server.key expired.key");
+    let tls_port = free_port();
+    let _redis = mutual_tls_redis(&certs, tls_port, "expired");
+    let daemon = start_fast(
+        &format!("rediss://127.0.0.1:{tls_port}"),
+        &[
+            "--tls-ca-file",
+            &certs.arg("ca.pem"),
+            "--tls-cert-file",
+            &certs.arg("client.pem"),
+            "--tls-key-file",
+            &certs.arg("client.key"),
+        ],
+    );
+    let reason = assert_fails_with(
+        &daemon,
+        &["TLS: invalid server certificate: Expired: not valid after 2025-01-02T00:00:00Z"],
+    );
+    println!("expired server certificate: {reason}");
+    assert_eq!(support::metric(daemon.addr, SERVER_EXPIRY), 1_735_776_000.0);
+    assert_eq!(certs.not_after("expired.pem"), 1_735_776_000.0);
 }
