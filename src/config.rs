@@ -569,9 +569,9 @@ impl Config {
         })
     }
 
-    /// The delay between two reconnect attempts: a tenth of the interval, between 50 ms and
-    /// 1 s, so recovery is seen well within one interval and an outage costs Redis at most
-    /// ten connection attempts per interval.
+    /// The shortest delay before a reconnect attempt (jitter of up to an interval is added to
+    /// it, see `connection::reconnect_policy`), and the shortest gap between two checks that
+    /// connection events trigger: a tenth of the interval, between 50 ms and 1 s.
     pub fn reconnect_delay(&self) -> Duration {
         (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }

@@ -9,7 +9,7 @@ use fred::prelude::{
     Builder, Client, ClientLike, Error, ErrorKind, EventInterface, FromValue, Options, ReconnectPolicy,
     Server, Value,
 };
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClusterHash, ConnectHandle, CustomCommand};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 use tracing::{debug, info};
@@ -36,6 +36,9 @@ pub enum Event {
 /// One fred client and what it has said about its connection.
 pub struct Connection {
     client: Client,
+    /// The client's connection task: it ends when the first attempt fails (fail_fast), when an
+    /// error forbids reconnecting, or when the client quits.
+    connecting: ConnectHandle,
     /// Per-command options: fred's own timeout (a bare `tokio::time::timeout` would leave
     /// timed-out commands queued in the client, to burst onto Redis later), one attempt, fail at
     /// once while disconnected.
@@ -68,12 +71,11 @@ impl Connection {
         mut client_config: fred::prelude::Config,
         connection_errors: Counter,
     ) -> anyhow::Result<Self> {
-        // fail_fast = false keeps the client reconnecting when Redis is down at start.
-        client_config.fail_fast = false;
-        let delay = config.reconnect_delay();
-        let mut policy = ReconnectPolicy::new_constant(0, millis_u32(delay));
-        // A little jitter so a fleet of sidecars does not reconnect in lockstep.
-        policy.set_jitter(millis_u32(delay / 5));
+        // fail_fast: the first attempt is made at once (without it, fred waits one jittered
+        // policy delay first); if it fails, the connection task ends and the next check starts
+        // another (`known_failure`). Once connected, a lost connection follows the policy.
+        client_config.fail_fast = true;
+        let policy = reconnect_policy(config);
         let timeout = config.timeout;
         let client = Builder::from_config(client_config)
             .with_connection_config(|c| {
@@ -87,10 +89,10 @@ impl Connection {
             .map_err(|e| anyhow::anyhow!("cannot build the Redis client: {}", e.details()))?;
         let errors = client.error_rx();
         let reconnects = client.reconnect_rx();
-        // The task ends when the client quits; the probe never needs its result.
-        drop(client.connect());
+        let connecting = client.connect();
         Ok(Self {
             client,
+            connecting,
             options: Options {
                 timeout: Some(timeout),
                 fail_fast: true,
@@ -261,6 +263,16 @@ impl Connection {
             )));
         }
         self.drain_events();
+        if self.connecting.is_finished() {
+            // The connection task gave up (the first attempt failed): start another, whose
+            // outcome arrives as an event (a connection made triggers a check at once). No
+            // command goes out meanwhile: none would be read until it connects.
+            self.connecting = self.client.connect();
+            return Some(match &self.connection_error {
+                Some((failure, _)) => failure.clone(),
+                None => Failure::Unreachable("not connected: a connection attempt is under way".to_owned()),
+            });
+        }
         match &self.connection_error {
             Some((failure, when)) if when.elapsed() < self.trust_error_for => Some(failure.clone()),
             _ => None,
@@ -402,6 +414,19 @@ impl Connection {
             debug!("redis QUIT timed out");
         }
     }
+}
+
+/// Reconnect attempts after a lost connection (forever): the first after the reconnect delay
+/// plus up to one interval of jitter, the delay's base doubling with every failed attempt, each
+/// at most one interval. A fleet of sidecars whose Redis restarts then comes back spread over an
+/// interval instead of as one burst of TLS handshakes on Redis's main thread, and each is back
+/// within an interval of Redis. The loss itself is still seen at once (the error event triggers
+/// a check that fails without waiting).
+fn reconnect_policy(config: &Config) -> ReconnectPolicy {
+    let window = millis_u32(config.interval);
+    let mut policy = ReconnectPolicy::new_exponential(0, millis_u32(config.reconnect_delay()), window, 2);
+    policy.set_jitter(window);
+    policy
 }
 
 /// fred's error as one line: Redis's reply (`WRONGPASS ...`, `LOADING ...`) or the I/O error.
