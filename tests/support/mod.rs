@@ -17,8 +17,8 @@ use redis_healthd::config::{Cli, Config};
 /// Reliability): detect ≤ interval + timeout, recover ≤ interval + reconnect delay.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 pub const TIMEOUT: Duration = Duration::from_millis(200);
-/// The reconnect delay the daemon derives from INTERVAL (a tenth, at least 50 ms) plus its
-/// 20 % jitter.
+/// Recovery past the last reconnect wait (which is at most INTERVAL, jitter included): the
+/// connection, the check it triggers, and the round trips of both.
 pub const RECONNECT: Duration = Duration::from_millis(60);
 /// Scheduling slack on a shared 2-core machine.
 pub const SLACK: Duration = Duration::from_millis(400);
