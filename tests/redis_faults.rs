@@ -233,8 +233,7 @@ fn last_pass(daemon: &DaemonProcess) -> Option<SystemTime> {
     daemon
         .log()
         .lines()
-        .filter(|line| line.contains("redis check passing"))
-        .last()
+        .rfind(|line| line.contains("redis check passing"))
         .and_then(|line| humantime::parse_rfc3339(line.split_whitespace().next()?).ok())
 }
 
