@@ -12,6 +12,9 @@ use std::time::{Duration, SystemTime};
 use crate::health::{format_ms, Failure, Observation, Observed, Outcome, Reading};
 use crate::info::{Info, Role, PERSISTENCE_FIELDS};
 
+/// The default target's name: with it, check names are today's `redis:<measurement>`.
+pub const DEFAULT_TARGET: &str = "redis";
+
 /// The PING round trip (and, for a cluster, `cluster_state`).
 pub const RESPONSE_TIME: &str = "redis:responseTime";
 /// `master` or `replica`, against `--expect-role`.
@@ -27,7 +30,8 @@ pub const WRITABLE: &str = "redis:writable";
 /// The drain key (`--drain-key`).
 pub const DRAIN: &str = "redis:drain";
 
-/// Every check name, in the order the document and the metrics list them.
+/// Every check name of the default target, in the order the document and the metrics list
+/// them.
 pub const ALL: [&str; 7] = [
     RESPONSE_TIME,
     ROLE,
@@ -38,8 +42,78 @@ pub const ALL: [&str; 7] = [
     DRAIN,
 ];
 
+/// One target's check names, `<target>:<measurement>` in [`ALL`]'s order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub target: &'static str,
+    pub response_time: &'static str,
+    pub role: &'static str,
+    pub replication: &'static str,
+    pub memory: &'static str,
+    pub persistence: &'static str,
+    pub writable: &'static str,
+    pub drain: &'static str,
+}
+
+impl Names {
+    /// The default target's names (today's `redis:*`).
+    pub const DEFAULT: Self = Self {
+        target: DEFAULT_TARGET,
+        response_time: RESPONSE_TIME,
+        role: ROLE,
+        replication: REPLICATION,
+        memory: MEMORY,
+        persistence: PERSISTENCE,
+        writable: WRITABLE,
+        drain: DRAIN,
+    };
+
+    /// The names for the target called `target`. They live as long as the process (targets
+    /// are fixed at start), so they are leaked once: a few bytes per target, and every label,
+    /// key and path can go on borrowing `&'static str`.
+    pub fn for_target(target: &str) -> Self {
+        if target == DEFAULT_TARGET {
+            return Self::DEFAULT;
+        }
+        let name = |check: &str| -> &'static str {
+            let measurement = measurement(check);
+            Box::leak(format!("{target}:{measurement}").into_boxed_str())
+        };
+        Self {
+            target: Box::leak(target.to_owned().into_boxed_str()),
+            response_time: name(RESPONSE_TIME),
+            role: name(ROLE),
+            replication: name(REPLICATION),
+            memory: name(MEMORY),
+            persistence: name(PERSISTENCE),
+            writable: name(WRITABLE),
+            drain: name(DRAIN),
+        }
+    }
+
+    /// Every name, in the order the document lists them.
+    pub fn all(&self) -> [&'static str; 7] {
+        [
+            self.response_time,
+            self.role,
+            self.replication,
+            self.memory,
+            self.persistence,
+            self.writable,
+            self.drain,
+        ]
+    }
+}
+
+/// What a check name measures: the part after the target (`responseTime` in
+/// `cache:responseTime`). Target names have no `:`, so the first one splits.
+pub fn measurement(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(_, m)| m)
+}
+
 /// The role `--expect-role` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExpectRole {
     Master,
     Replica,
@@ -64,6 +138,8 @@ pub struct Settings {
     /// The expiry of the write key.
     pub write_ttl: Duration,
     pub drain_key: Option<String>,
+    /// The target's check names.
+    pub names: Names,
 }
 
 impl Settings {
@@ -145,8 +221,9 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
         None => Ok(rtt),
     });
     let answered = ping.is_ok();
+    let names = &settings.names;
     let mut outcomes = vec![(
-        RESPONSE_TIME,
+        names.response_time,
         outcome(ping.map(|rtt| response_time(rtt, settings))),
     )];
     if !answered {
@@ -163,16 +240,16 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
         InfoReply::Text(text) => {
             let info = Info::parse(&text);
             run = info.run_id.clone().map(|id| (id, info.uptime_in_seconds));
-            outcomes.push((ROLE, outcome(role(&info, settings))));
+            outcomes.push((names.role, outcome(role(&info, settings))));
             if info.role == Some(Role::Replica) {
-                outcomes.push((REPLICATION, outcome(replication(&info, settings))));
+                outcomes.push((names.replication, outcome(replication(&info, settings))));
             }
-            outcomes.push((MEMORY, outcome(memory(&info, settings))));
-            outcomes.push((PERSISTENCE, outcome(persistence(&info))));
+            outcomes.push((names.memory, outcome(memory(&info, settings))));
+            outcomes.push((names.persistence, outcome(persistence(&info))));
         }
         InfoReply::Denied(reason) | InfoReply::Failed(reason) => {
             let unknown = format!("not checked: INFO failed: {reason}");
-            for name in [ROLE, MEMORY, PERSISTENCE] {
+            for name in [names.role, names.memory, names.persistence] {
                 outcomes.push((
                     name,
                     outcome(Ok(Reading::warn(Observed::Nothing, unknown.clone()))),
@@ -182,7 +259,7 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
     }
     if let Some(write) = replies.write {
         outcomes.push((
-            WRITABLE,
+            names.writable,
             outcome(write.map(|rtt| Reading::pass(Observed::RoundTrip(rtt)))),
         ));
     }
@@ -196,7 +273,7 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
                 format!("cannot read the drain key {key}: {failure}"),
             )),
         };
-        outcomes.push((DRAIN, outcome(result)));
+        outcomes.push((names.drain, outcome(result)));
     }
     Observation {
         key,
@@ -211,7 +288,7 @@ pub fn answered(observation: &Observation) -> bool {
     observation
         .outcomes
         .iter()
-        .any(|(name, o)| *name == RESPONSE_TIME && o.result.is_ok())
+        .any(|(name, o)| measurement(name) == measurement(RESPONSE_TIME) && o.result.is_ok())
 }
 
 /// `redis:responseTime`: a PONG, `warn` when slower than `--warn-latency`.
@@ -364,6 +441,19 @@ mod tests {
             write_key: None,
             write_ttl: Duration::from_secs(3),
             drain_key: None,
+            names: Names::DEFAULT,
+        }
+    }
+
+    #[test]
+    fn a_target_names_its_checks() {
+        assert_eq!(Names::for_target(DEFAULT_TARGET), Names::DEFAULT);
+        let cache = Names::for_target("cache");
+        assert_eq!(cache.target, "cache");
+        assert_eq!(cache.all()[0], "cache:responseTime");
+        assert_eq!(cache.drain, "cache:drain");
+        for (default, named) in ALL.iter().zip(cache.all()) {
+            assert_eq!(measurement(default), measurement(named));
         }
     }
 

@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
 
 use crate::checks::{evaluate, Asks, Replies, Settings};
-use crate::config::Config;
+use crate::config::{Config, Target};
 use crate::connection::{Connection, Event};
 use crate::health::{Failure, Observation};
 
@@ -23,6 +23,7 @@ use crate::health::{Failure, Observation};
 /// and a connection to each of them.
 pub struct Cluster {
     config: Config,
+    target: Target,
     seeds: Vec<Server>,
     /// The primaries `CLUSTER SLOTS` named last, each with its slot ranges; `None` until a
     /// node has answered.
@@ -82,6 +83,7 @@ impl Cluster {
     /// Starts a connection to every seed node; never waits for Redis.
     pub fn start(
         config: &Config,
+        target: &Target,
         mut seeds: Vec<Server>,
         connection_errors: Counter,
     ) -> anyhow::Result<Self> {
@@ -89,6 +91,7 @@ impl Cluster {
         seeds.sort();
         let mut cluster = Self {
             config: config.clone(),
+            target: target.clone(),
             seeds,
             primaries: None,
             nodes: BTreeMap::new(),
@@ -106,7 +109,7 @@ impl Cluster {
                 debug!(node = %key(server), "connecting to cluster node");
                 let connection = Connection::start(
                     &self.config,
-                    self.config.redis.node_config(server),
+                    self.target.redis.node_config(server),
                     self.connection_errors.clone(),
                 )?;
                 self.nodes.insert(key(server), connection);
@@ -177,7 +180,7 @@ impl Cluster {
                 }
                 evaluate(
                     key(&server),
-                    self.config.redis.server_url(&server),
+                    self.target.redis.server_url(&server),
                     node,
                     &asks,
                     settings,
@@ -232,7 +235,7 @@ impl Cluster {
         if self.primaries.as_ref().is_some_and(same) {
             return;
         }
-        if let Some(key) = &self.config.checks.write_key {
+        if let Some(key) = &self.target.checks.write_key {
             for primary in &mut primaries {
                 primary.write_key = primary.own_key(key);
             }

@@ -11,8 +11,10 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
-use crate::checks::{ExpectRole, Settings};
+use crate::checks::{ExpectRole, Names, Settings, DEFAULT_TARGET};
+use crate::config_file::{self, FileTarget};
 use crate::credentials::PasswordFile;
+use crate::health::Thresholds;
 use crate::tls::{Reloader, TlsFiles, TlsMetrics};
 use fred::prelude::{Server, ServerConfig};
 
@@ -28,6 +30,23 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// Parses `args` (the program name first), noting where `--redis-url` came from: given
+    /// on the command line it conflicts with targets; from `REDIS_URL` it is only ignored.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        cli.serve.redis_url_on_command_line =
+            matches.value_source("redis_url") == Some(clap::parser::ValueSource::CommandLine);
+        Ok(cli)
+    }
 }
 
 /// Subcommands; without one the daemon serves.
@@ -61,6 +80,25 @@ pub struct CheckArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// A named Redis target, NAME=URL (NAME: a-z, 0-9, _ and -); repeatable, instead of
+    /// --redis-url. Its checks are named NAME:responseTime, NAME:role, ...; the other Redis
+    /// flags apply to every target.
+    #[arg(
+        long = "target",
+        env = "REDIS_HEALTHD_TARGETS",
+        value_name = "NAME=URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub targets: Vec<String>,
+    /// A TOML file with one [[target]] table per Redis (name, url, and any per-target option);
+    /// the flags give the defaults.
+    #[arg(long, env = "REDIS_HEALTHD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// True when --redis-url was on the command line (not from REDIS_URL or the default): set
+    /// by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub redis_url_on_command_line: bool,
     /// Address the HTTP server listens on.
     #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
@@ -91,7 +129,7 @@ pub struct ServeArgs {
 }
 
 /// Which Redis, how to log in, and what to check: shared by the daemon and `probe`.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct RedisArgs {
     /// Redis to check (redis://[user[:password]@]host[:port][/db]).
     #[arg(
@@ -214,17 +252,31 @@ fn default_write_key() -> String {
 /// The validated configuration the daemon runs on.
 #[derive(Clone)]
 pub struct Config {
-    pub redis: RedisTarget,
+    /// The Redis targets, in the order the document lists them (at least one).
+    pub targets: Vec<Target>,
     pub listen: SocketAddr,
     pub interval: Duration,
     pub timeout: Duration,
     pub max_age: Duration,
-    pub failure_threshold: u32,
-    pub success_threshold: u32,
-    /// What each check asks and how it judges the answers.
-    pub checks: Settings,
     pub max_connections: u32,
     pub log_format: LogFormat,
+    /// Things to log once logging is set up (a `REDIS_URL` from the environment ignored).
+    pub notices: Vec<String>,
+    /// Certificate expiry and failed TLS reloads of every target, for the metrics registry.
+    pub tls_metrics: TlsMetrics,
+}
+
+/// One named Redis target: where it is, what its checks ask and how they judge, its
+/// thresholds, and whether it gates readiness.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: &'static str,
+    pub redis: RedisTarget,
+    /// What each check asks and how it judges the answers (the check names included).
+    pub checks: Settings,
+    pub thresholds: Thresholds,
+    /// False: informational (its failures never fail `/readyz` or `/startupz`).
+    pub readiness: bool,
 }
 
 /// Where Redis is and how to log in; `Debug` and `Display` never show the password.
@@ -243,8 +295,6 @@ pub struct RedisTarget {
     tls: bool,
     /// The TLS files, read again at every handshake (`rediss://` only).
     tls_files: Option<Arc<Reloader>>,
-    /// Certificate expiry and failed reloads (empty without TLS).
-    tls_metrics: TlsMetrics,
 }
 
 /// How the URL says Redis is found.
@@ -267,6 +317,7 @@ impl RedisTarget {
         password_file: Option<&Path>,
         tls: &TlsFiles,
         tls_server_name: Option<&str>,
+        tls_metrics: (&TlsMetrics, &'static str),
     ) -> Result<Self, ConfigError> {
         let parsed = Url::parse(url).map_err(|e| {
             ConfigError(format!(
@@ -307,9 +358,9 @@ impl RedisTarget {
                 "--tls-* flags need a rediss:// URL, not {redacted}"
             )));
         }
-        let tls_metrics = TlsMetrics::default();
         let tls_files = if tls_url {
-            let (config, reloader) = tls.client_config(tls_metrics.clone())?;
+            let (metrics, target) = tls_metrics;
+            let (config, reloader) = tls.client_config(metrics.clone(), target)?;
             client.tls = Some(config);
             Some(reloader)
         } else {
@@ -341,7 +392,6 @@ impl RedisTarget {
             topology,
             tls: tls_url,
             tls_files,
-            tls_metrics,
         })
     }
 
@@ -351,11 +401,6 @@ impl RedisTarget {
         if let Some(files) = &self.tls_files {
             files.reload();
         }
-    }
-
-    /// Certificate expiry and failed TLS reloads, for the metrics registry.
-    pub fn tls_metrics(&self) -> &TlsMetrics {
-        &self.tls_metrics
     }
 
     /// The Redis client's configuration (holds the password: never print it).
@@ -457,9 +502,17 @@ pub fn redact(url: &Url) -> String {
 }
 
 impl RedisArgs {
-    /// The target and the check settings these flags describe (files read, fields checked
-    /// against each other); `write_ttl` is how long a written key lives.
-    pub fn target(&self, write_ttl: Duration) -> Result<(RedisTarget, Settings), ConfigError> {
+    /// The target `name` these flags describe (files read, fields checked against each
+    /// other); `write_ttl` is how long a written key lives.
+    pub fn target(
+        &self,
+        name: &str,
+        write_ttl: Duration,
+        thresholds: Thresholds,
+        readiness: bool,
+        tls_metrics: &TlsMetrics,
+    ) -> Result<Target, ConfigError> {
+        let names = Names::for_target(name);
         let redis = RedisTarget::new(
             &self.redis_url,
             self.redis_username.as_deref(),
@@ -470,6 +523,7 @@ impl RedisArgs {
                 key: self.tls_key_file.clone(),
             },
             self.tls_server_name.as_deref(),
+            (tls_metrics, names.target),
         )?;
         let master_by_topology = match redis.topology {
             Topology::Standalone => None,
@@ -498,9 +552,65 @@ impl RedisArgs {
                 .then(|| self.write_key.clone().unwrap_or_else(default_write_key)),
             write_ttl,
             drain_key: self.drain_key.clone(),
+            names,
         };
-        Ok((redis, checks))
+        Ok(Target {
+            name: checks.names.target,
+            redis,
+            checks,
+            thresholds,
+            readiness,
+        })
     }
+
+    /// These flags with a config file's keys for one target laid over them; the file's
+    /// relative paths are read from `dir`.
+    fn with_file(&self, target: &FileTarget, dir: &Path) -> Result<Self, ConfigError> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| dir.join(p));
+        let mut args = self.clone();
+        args.redis_url = target.url.clone();
+        args.redis_username = target.username.clone().or(args.redis_username);
+        args.redis_password_file = path(&target.password_file).or(args.redis_password_file);
+        args.tls_ca_file = path(&target.tls_ca_file).or(args.tls_ca_file);
+        args.tls_cert_file = path(&target.tls_cert_file).or(args.tls_cert_file);
+        args.tls_key_file = path(&target.tls_key_file).or(args.tls_key_file);
+        args.tls_server_name = target.tls_server_name.clone().or(args.tls_server_name);
+        args.state_checks = target.state_checks.unwrap_or(args.state_checks);
+        args.check_writes = target.check_writes.unwrap_or(args.check_writes);
+        args.write_key = target.write_key.clone().or(args.write_key);
+        args.expect_role = target.expect_role.unwrap_or(args.expect_role);
+        args.drain_key = target.drain_key.clone().or(args.drain_key);
+        if let Some(text) = &target.warn_latency {
+            args.warn_latency =
+                parse_duration(text).map_err(|e| ConfigError(format!("warn_latency: {e}")))?;
+        }
+        if let Some(percent) = &target.warn_memory {
+            args.warn_memory =
+                parse_percent(&percent.as_text()).map_err(|e| ConfigError(format!("warn_memory: {e}")))?;
+        }
+        Ok(args)
+    }
+}
+
+/// A flag's error said in a config file's terms: `--tls-ca-file` is the key `tls_ca_file`.
+fn in_file_terms(message: &str) -> String {
+    const KEYS: [(&str, &str); 10] = [
+        ("--redis-url", "url"),
+        ("--redis-username", "username"),
+        ("--redis-password-file", "password_file"),
+        ("--tls-ca-file", "tls_ca_file"),
+        ("--tls-cert-file", "tls_cert_file"),
+        ("--tls-key-file", "tls_key_file"),
+        ("--tls-server-name", "tls_server_name"),
+        ("--tls-* flags", "tls_* keys"),
+        ("--write-key", "write_key"),
+        ("--drain-key", "drain_key"),
+    ];
+    let mut message = message.to_owned();
+    for (flag, key) in KEYS {
+        message = message.replace(flag, key);
+    }
+    message.replace("--expect-role", "expect_role")
 }
 
 /// A configuration problem: one line naming the flag; the process exits with code 2.
@@ -526,27 +636,57 @@ impl Config {
                 humantime::format_duration(args.interval + args.timeout)
             )));
         }
-        let (redis, checks) = args.redis.target(max_age)?;
-        // A cluster check reads the topology before PINGing the primaries: two budgets at worst.
-        if redis.topology == Topology::Cluster && max_age < args.interval + args.timeout * 2 {
-            return Err(ConfigError(format!(
-                "--max-age ({}) must be at least --interval + 2 × --timeout ({}) for a cluster, \
-                 or a slow topology read makes the verdict stale",
-                humantime::format_duration(max_age),
-                humantime::format_duration(args.interval + args.timeout * 2)
-            )));
+        let thresholds = Thresholds {
+            failure: args.failure_threshold,
+            success: args.success_threshold,
+        };
+        let mut notices = Vec::new();
+        let tls_metrics = TlsMetrics::default();
+        let targets = if args.targets.is_empty() && args.config.is_none() {
+            vec![args
+                .redis
+                .target(DEFAULT_TARGET, max_age, thresholds, true, &tls_metrics)?]
+        } else {
+            if args.redis_url_on_command_line {
+                let with = if args.config.is_some() {
+                    "--config"
+                } else {
+                    "--target"
+                };
+                return Err(ConfigError(format!(
+                    "--redis-url and {with} cannot be used together: name each Redis with \
+                     --target NAME=URL or in the --config file"
+                )));
+            }
+            if std::env::var_os("REDIS_URL").is_some() {
+                notices.push(
+                    "REDIS_URL from the environment is ignored: the targets come from --target and --config"
+                        .to_owned(),
+                );
+            }
+            named_targets(args, max_age, thresholds, &tls_metrics)?
+        };
+        for target in &targets {
+            // A cluster check reads the topology before PINGing the primaries: two budgets.
+            if target.redis.topology == Topology::Cluster && max_age < args.interval + args.timeout * 2 {
+                return Err(ConfigError(format!(
+                    "--max-age ({}) must be at least --interval + 2 × --timeout ({}) for a cluster, \
+                     or a slow topology read makes the verdict stale",
+                    humantime::format_duration(max_age),
+                    humantime::format_duration(args.interval + args.timeout * 2)
+                )));
+            }
         }
         Ok(Self {
-            redis,
+            targets,
             listen: args.listen,
             interval: args.interval,
             timeout: args.timeout,
             max_age,
-            failure_threshold: args.failure_threshold,
-            success_threshold: args.success_threshold,
-            checks,
             max_connections: args.max_connections,
             log_format: args.log_format,
+            notices,
+            tls_metrics,
         })
     }
 
@@ -554,18 +694,24 @@ impl Config {
     /// sets the reconnect delay (a tenth: 50 ms, so the first attempt is not held back) and how
     /// long a connection error is trusted without asking again.
     pub fn for_probe(args: &ProbeArgs) -> Result<Self, ConfigError> {
-        let (redis, checks) = args.redis.target(args.timeout * 3)?;
+        let thresholds = Thresholds {
+            failure: 1,
+            success: 1,
+        };
+        let tls_metrics = TlsMetrics::default();
+        let target = args
+            .redis
+            .target(DEFAULT_TARGET, args.timeout * 3, thresholds, true, &tls_metrics)?;
         Ok(Self {
-            redis,
+            targets: vec![target],
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             interval: Duration::from_millis(500),
             timeout: args.timeout,
             max_age: args.timeout * 3,
-            failure_threshold: 1,
-            success_threshold: 1,
-            checks,
             max_connections: 1,
             log_format: LogFormat::Text,
+            notices: Vec::new(),
+            tls_metrics,
         })
     }
 
@@ -580,18 +726,89 @@ impl Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("redis", &self.redis)
+            .field("targets", &self.targets)
             .field("listen", &self.listen)
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
             .field("max_age", &self.max_age)
-            .field("failure_threshold", &self.failure_threshold)
-            .field("success_threshold", &self.success_threshold)
-            .field("checks", &self.checks)
             .field("max_connections", &self.max_connections)
             .field("log_format", &self.log_format)
             .finish()
     }
+}
+
+/// The targets of `--target NAME=URL` flags and of the `--config` file, in that order; every
+/// error names the flag and target, or the file, target and key.
+fn named_targets(
+    args: &ServeArgs,
+    write_ttl: Duration,
+    thresholds: Thresholds,
+    tls_metrics: &TlsMetrics,
+) -> Result<Vec<Target>, ConfigError> {
+    let mut targets: Vec<Target> = Vec::new();
+    let mut add = |target: Target, place: &dyn Fn() -> String| {
+        if targets.iter().any(|t| t.name == target.name) {
+            return Err(ConfigError(format!(
+                "{}: another target is named {:?}",
+                place(),
+                target.name
+            )));
+        }
+        targets.push(target);
+        Ok(())
+    };
+    for spec in &args.targets {
+        let Some((name, url)) = spec.split_once('=') else {
+            return Err(ConfigError(format!(
+                "--target: expected NAME=URL (e.g. cache=redis://cache:6379), not {:?}",
+                spec.split(':').next().unwrap_or_default()
+            )));
+        };
+        config_file::check_name(name).map_err(|e| ConfigError(format!("--target: {e}")))?;
+        let mut redis = args.redis.clone();
+        redis.redis_url = url.to_owned();
+        let target = redis
+            .target(name, write_ttl, thresholds, true, tls_metrics)
+            .map_err(|e| ConfigError(format!("--target {name}: {}", e.0.replace("--redis-url: ", ""))))?;
+        add(target, &|| format!("--target {name}"))?;
+    }
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("--config: cannot read {}: {e}", path.display())))?;
+        let file = config_file::parse(&text)
+            .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for table in &file {
+            let place = || format!("--config {}: target {:?}", path.display(), table.name);
+            let thresholds = Thresholds {
+                failure: table.failure_threshold.unwrap_or(thresholds.failure),
+                success: table.success_threshold.unwrap_or(thresholds.success),
+            };
+            for (key, value) in [
+                ("failure_threshold", thresholds.failure),
+                ("success_threshold", thresholds.success),
+            ] {
+                if value == 0 {
+                    return Err(ConfigError(format!("{}: {key}: must be at least 1", place())));
+                }
+            }
+            let target = args
+                .redis
+                .with_file(table, dir)
+                .and_then(|redis| {
+                    redis.target(
+                        &table.name,
+                        write_ttl,
+                        thresholds,
+                        table.readiness.unwrap_or(true),
+                        tls_metrics,
+                    )
+                })
+                .map_err(|e| ConfigError(format!("{}: {}", place(), in_file_terms(&e.0))))?;
+            add(target, &place)?;
+        }
+    }
+    Ok(targets)
 }
 
 #[cfg(test)]
@@ -599,7 +816,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("redis-healthd").chain(args.iter().copied()))
+        let cli = Cli::parse_args(std::iter::once("redis-healthd").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         Config::from_args(&cli.serve).map_err(|e| e.to_string())
     }
@@ -614,7 +831,7 @@ mod tests {
 
         #[test]
         fn any_url_text_is_accepted_or_refused_without_panicking(url in "\\PC{0,80}|(redis|rediss|http|valkey)://[ -~]{0,60}") {
-            if let Err(e) = RedisTarget::new(&url, None, None, &TlsFiles::default(), None) {
+            if let Err(e) = RedisTarget::new(&url, None, None, &TlsFiles::default(), None, (&TlsMetrics::default(), "redis")) {
                 proptest::prop_assert!(e.0.starts_with("--redis-url"), "{}", e);
             }
         }
@@ -627,7 +844,7 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_millis(500));
         assert_eq!(config.max_age, Duration::from_secs(3));
         assert_eq!(config.listen, "0.0.0.0:8558".parse().unwrap());
-        assert_eq!(config.redis.redacted(), "redis://127.0.0.1:6379");
+        assert_eq!(config.targets[0].redis.redacted(), "redis://127.0.0.1:6379");
         assert_eq!(config.reconnect_delay(), Duration::from_millis(100));
     }
 
@@ -661,7 +878,10 @@ mod tests {
     #[test]
     fn unix_socket_urls_need_a_path() {
         let config = parse(&["--redis-url", "redis+unix:///run/redis/redis.sock"]).unwrap();
-        assert_eq!(config.redis.redacted(), "redis+unix:///run/redis/redis.sock");
+        assert_eq!(
+            config.targets[0].redis.redacted(),
+            "redis+unix:///run/redis/redis.sock"
+        );
         let err = parse(&["--redis-url", "redis+unix://"]).err().unwrap();
         assert!(err.contains("no socket path"), "{err}");
     }
@@ -675,8 +895,11 @@ mod tests {
             "redis.internal",
         ])
         .unwrap();
-        let seeds = config.redis.cluster_seeds().unwrap();
-        let mut seeds: Vec<String> = seeds.iter().map(|s| config.redis.server_url(s)).collect();
+        let seeds = config.targets[0].redis.cluster_seeds().unwrap();
+        let mut seeds: Vec<String> = seeds
+            .iter()
+            .map(|s| config.targets[0].redis.server_url(s))
+            .collect();
         seeds.sort();
         assert_eq!(
             seeds,
@@ -686,7 +909,9 @@ mod tests {
                 "rediss://10.0.0.3:7002"
             ]
         );
-        let node = config.redis.node_config(&Server::new("10.0.0.9", 7009));
+        let node = config.targets[0]
+            .redis
+            .node_config(&Server::new("10.0.0.9", 7009));
         match &node.server {
             ServerConfig::Centralized { server } => {
                 assert_eq!(server.port, 7009);
@@ -699,8 +924,7 @@ mod tests {
             (Some("app"), Some("hunter2"))
         );
         assert!(!format!("{config:?}").contains("hunter2"));
-        assert!(parse(&["--redis-url", "redis://10.0.0.1"])
-            .unwrap()
+        assert!(parse(&["--redis-url", "redis://10.0.0.1"]).unwrap().targets[0]
             .redis
             .cluster_seeds()
             .is_none());
@@ -725,11 +949,14 @@ mod tests {
     #[test]
     fn state_check_flags() {
         let config = parse(&[]).unwrap();
-        assert!(config.checks.state);
-        assert_eq!(config.checks.expect_role, ExpectRole::Any);
-        assert_eq!(config.checks.warn_memory, 90.0);
+        assert!(config.targets[0].checks.state);
+        assert_eq!(config.targets[0].checks.expect_role, ExpectRole::Any);
+        assert_eq!(config.targets[0].checks.warn_memory, 90.0);
         assert_eq!(
-            (&config.checks.write_key, &config.checks.drain_key),
+            (
+                &config.targets[0].checks.write_key,
+                &config.targets[0].checks.drain_key
+            ),
             (&None, &None)
         );
         let config = parse(&[
@@ -744,16 +971,16 @@ mod tests {
             "drain",
         ])
         .unwrap();
-        assert!(!config.checks.state);
-        assert_eq!(config.checks.expect_role, ExpectRole::Master);
-        assert_eq!(config.checks.warn_memory, 75.5);
-        let key = config.checks.write_key.unwrap();
+        assert!(!config.targets[0].checks.state);
+        assert_eq!(config.targets[0].checks.expect_role, ExpectRole::Master);
+        assert_eq!(config.targets[0].checks.warn_memory, 75.5);
+        let key = config.targets[0].checks.write_key.clone().unwrap();
         assert!(
             key.starts_with("redis-healthd:") && key.len() > "redis-healthd:".len(),
             "{key}"
         );
-        assert_eq!(config.checks.write_ttl, config.max_age);
-        assert_eq!(config.checks.drain_key.as_deref(), Some("drain"));
+        assert_eq!(config.targets[0].checks.write_ttl, config.max_age);
+        assert_eq!(config.targets[0].checks.drain_key.as_deref(), Some("drain"));
         for (args, flag) in [
             (&["--warn-memory", "0%"][..], "--warn-memory"),
             (&["--warn-memory", "101"][..], "--warn-memory"),
@@ -810,6 +1037,7 @@ mod tests {
             None,
             &TlsFiles::default(),
             None,
+            (&TlsMetrics::default(), "redis"),
         )
         .unwrap();
         assert_eq!(
@@ -822,6 +1050,7 @@ mod tests {
             None,
             &TlsFiles::default(),
             None,
+            (&TlsMetrics::default(), "redis"),
         )
         .unwrap();
         let debug = format!("{target:?}");
@@ -837,7 +1066,7 @@ mod tests {
         std::fs::write(&file, "s3cret\n").unwrap();
         assert_eq!(crate::credentials::read(&file).unwrap(), "s3cret");
         let config = parse(&["--redis-password-file", file.to_str().unwrap()]).unwrap();
-        assert!(config.redis.has_password_file());
+        assert!(config.targets[0].redis.has_password_file());
         assert!(!format!("{config:?}").contains("s3cret"));
         std::fs::write(&file, "\n").unwrap();
         let err = parse(&["--redis-password-file", file.to_str().unwrap()])

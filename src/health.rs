@@ -215,6 +215,9 @@ impl Tracker {
 pub struct NamedCheck {
     pub name: &'static str,
     pub components: Vec<Component>,
+    /// False for a target with `readiness = false`: its failures show in `/health` and the
+    /// metrics (the overall status at worst `warn`), never in `/readyz` or `/startupz`.
+    pub readiness: bool,
 }
 
 /// One component of a check: what it is and its latest state.
@@ -233,20 +236,22 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// The worst check's status, an informational check's counting as `warn` at worst.
     pub fn status(&self) -> Status {
-        self.components()
-            .map(|c| c.state.status)
+        self.checks
+            .iter()
+            .map(NamedCheck::readiness_status)
             .max()
             .unwrap_or(Status::Fail)
     }
 
-    /// True once every component has been healthy at least once.
+    /// True once every component that counts for readiness has been healthy at least once.
     pub fn has_passed(&self) -> bool {
-        self.components().all(|c| c.state.last_success.is_some())
-    }
-
-    fn components(&self) -> impl Iterator<Item = &Component> {
-        self.checks.iter().flat_map(|c| c.components.iter())
+        self.checks
+            .iter()
+            .filter(|c| c.readiness)
+            .flat_map(|c| c.components.iter())
+            .all(|c| c.state.last_success.is_some())
     }
 
     /// The components of the check named `name` (none when it was not reported).
@@ -282,6 +287,15 @@ impl NamedCheck {
             .map(|c| c.state.status)
             .max()
             .unwrap_or(Status::Fail)
+    }
+
+    /// What the check weighs in readiness: its status, or at worst `warn` when its target is
+    /// informational (`readiness = false`).
+    pub fn readiness_status(&self) -> Status {
+        match self.status() {
+            Status::Fail if !self.readiness => Status::Warn,
+            status => status,
+        }
     }
 
     /// Why the check is not `pass`, for the kube-style text: `reason`, or with several
@@ -349,6 +363,7 @@ pub(crate) mod fixtures {
     pub fn verdict(state: ComponentState) -> Verdict {
         Verdict {
             checks: vec![NamedCheck {
+                readiness: true,
                 name: "redis:responseTime",
                 components: vec![Component {
                     id: "redis://:***@127.0.0.1:6379".into(),

@@ -354,6 +354,7 @@ mod tests {
             checks: checks
                 .iter()
                 .map(|(name, status, output)| NamedCheck {
+                    readiness: true,
                     name,
                     components: vec![Component {
                         id: "redis://127.0.0.1:6379".into(),
@@ -381,7 +382,7 @@ mod tests {
             rx,
             FixedBodies::new("d", max_age),
             max_age,
-            Arc::new(Metrics::new(max_age)),
+            Arc::new(Metrics::new(max_age, &["redis"])),
         )
     }
 

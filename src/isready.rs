@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::checks::RESPONSE_TIME;
 use crate::config::{Config, ConfigError, ProbeArgs};
-use crate::health::{Failure, Status, Thresholds, Verdict};
+use crate::health::{Failure, Status, Verdict};
 use crate::probe::{description, judge, Probe, Trackers};
 use crate::snapshot::render_document;
 
@@ -28,14 +28,12 @@ pub struct Answer {
 /// Checks Redis once, or under `--wait` until the verdict is usable or the time is up.
 pub async fn run(args: &ProbeArgs) -> Result<Answer, ConfigError> {
     let config = Config::for_probe(args)?;
-    let mut probe = Probe::start(&config, Counter::default()).map_err(|e| ConfigError(format!("{e:#}")))?;
+    let target = &config.targets[0];
+    let mut probe =
+        Probe::start(&config, target, Counter::default()).map_err(|e| ConfigError(format!("{e:#}")))?;
     let deadline = Instant::now() + args.wait.unwrap_or_default();
-    let thresholds = Thresholds {
-        failure: 1,
-        success: 1,
-    };
     let (code, verdict) = loop {
-        let verdict = judge(probe.check(&config).await, &mut Trackers::new(), thresholds);
+        let verdict = judge(probe.check(target).await, &mut Trackers::new(), target);
         let code = exit_code(&verdict);
         let now = Instant::now();
         if code == 0 || now >= deadline {
@@ -50,7 +48,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Answer, ConfigError> {
     } else if args.json {
         Some(String::from_utf8_lossy(&render_document(&verdict, &description)).into_owned())
     } else {
-        Some(line(config.redis.redacted(), code, &verdict))
+        Some(line(target.redis.redacted(), code, &verdict))
     };
     Ok(Answer { code, output })
 }

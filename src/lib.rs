@@ -29,6 +29,7 @@ pub mod check;
 pub mod checks;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod connection;
 pub mod credentials;
 pub mod health;
@@ -47,7 +48,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::info;
 
 use crate::config::Config;
@@ -63,8 +64,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Runs the daemon on `listener` until `shutdown` completes, then drains and returns. Each
-/// notification of `reconnect` (SIGHUP in the binary) makes the Redis client reconnect, reading
-/// the password file again.
+/// notification of `reconnect` (SIGHUP in the binary) makes every target's Redis client
+/// reconnect, reading the password and TLS files again.
 ///
 /// Redis being down is never an error here: it is a failing verdict.
 pub async fn run(
@@ -73,37 +74,69 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     reconnect: Arc<Notify>,
 ) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    for notice in &config.notices {
+        info!("{notice}");
+    }
     let description = probe::description(&config);
+    let pending: Vec<&'static str> = config
+        .targets
+        .iter()
+        .map(|t| t.checks.names.response_time)
+        .collect();
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::initial(
         Instant::now(),
         &description,
-        &[checks::RESPONSE_TIME],
+        &pending,
     )));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = Arc::new(metrics::Metrics::new(config.timeout).with_tls(config.redis.tls_metrics()));
+    let names: Vec<&'static str> = config.targets.iter().map(|t| t.name).collect();
+    let metrics = Arc::new(metrics::Metrics::new(config.timeout, &names).with_tls(&config.tls_metrics));
     let state = Arc::new(http::State::new(
         snapshot_rx,
         FixedBodies::new(&description, config.max_age),
         config.max_age,
         metrics.clone(),
     ));
-    let probe = probe::Probe::start(&config, metrics.connection_errors())?;
+    let probes = config
+        .targets
+        .iter()
+        .map(|target| probe::Probe::start(&config, target, metrics.connection_errors(target.name)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     info!(
         listen = %listener.local_addr()?,
-        redis = %config.redis,
+        redis = %config.targets.iter().map(|t| format!("{}={}", t.name, t.redis)).collect::<Vec<_>>().join(","),
         interval = %humantime::format_duration(config.interval),
         timeout = %humantime::format_duration(config.timeout),
         "redis-healthd serving"
     );
+    // SIGHUP reaches every target's loop as a new value of a counter.
+    let (reconnects_tx, reconnects_rx) = watch::channel(0u64);
+    let forward = tokio::spawn(async move {
+        loop {
+            reconnect.notified().await;
+            reconnects_tx.send_modify(|n| *n += 1);
+        }
+    });
+    let (rounds_tx, rounds_rx) = mpsc::channel(config.targets.len() * 2);
+    let checks: Vec<_> = probes
+        .into_iter()
+        .enumerate()
+        .map(|(index, probe)| {
+            tokio::spawn(probe::run(
+                config.clone(),
+                index,
+                probe,
+                metrics.clone(),
+                rounds_tx.clone(),
+                reconnects_rx.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    drop(rounds_tx);
+    let publisher = tokio::spawn(probe::publish(config.clone(), rounds_rx, metrics, snapshot_tx));
     let max_connections = config.max_connections as usize;
-    let checks = tokio::spawn(probe::run(
-        config,
-        probe,
-        metrics,
-        snapshot_tx,
-        reconnect,
-        stop_rx.clone(),
-    ));
     let server = tokio::spawn(http::serve(listener, state.clone(), max_connections, stop_rx));
 
     shutdown.await;
@@ -111,7 +144,13 @@ pub async fn run(
     state.start_draining();
     stop_tx.send_replace(true);
     server.await?;
-    checks.await?.quit(QUIT_BUDGET).await;
+    forward.abort();
+    let mut quits = Vec::with_capacity(checks.len());
+    for check in checks {
+        quits.push(check.await?.quit(QUIT_BUDGET));
+    }
+    futures_util::future::join_all(quits).await;
+    publisher.await?;
     info!("stopped");
     Ok(())
 }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::error::ErrorKind;
-use clap::Parser;
 use redis_healthd::config::{Cli, Command, Config, LogFormat};
 use redis_healthd::{check, http, isready};
 use tokio::sync::Notify;
@@ -16,7 +15,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             // pg_isready's convention for `probe`: 3 means no attempt was made.

@@ -5,6 +5,7 @@
 //! An encoded body is reused until a check completes, readiness changes, or a second passes, so
 //! a flood of scrapes costs at most one encoding (and one `/proc` read) per format per second.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,56 +13,74 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use prometheus_client::encoding::{prometheus_text, text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::checks::RESPONSE_TIME;
+use crate::checks;
 use crate::health::{Failure, Status, Verdict};
 use crate::process::ProcessCollector;
-use crate::tls::TlsMetrics;
+use crate::tls::{TargetLabel, TlsMetrics};
 
 /// Content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of the classic Prometheus text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-/// The `result` label of `redis_healthd_checks_total`.
+/// The labels of `redis_healthd_checks_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
+    target: &'static str,
     result: &'static str,
 }
 
-/// The `node` label of `redis_healthd_cluster_node_up`.
+/// The labels of `redis_healthd_cluster_node_up`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
+    target: &'static str,
     node: String,
 }
 
 /// The labels of `redis_healthd_check_status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckStatusLabels {
+    target: &'static str,
     check: &'static str,
     status: &'static str,
 }
 
-/// Every metric the daemon exports, and the registry that encodes them.
+/// Makes each target's PING histogram with the same buckets.
+#[derive(Clone, Debug)]
+struct PingHistogram {
+    timeout: Duration,
+}
+
+impl MetricConstructor<Histogram> for PingHistogram {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(ping_buckets(self.timeout))
+    }
+}
+
+/// Every metric the daemon exports, and the registry that encodes them. Every series about
+/// Redis has a `target` label.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    up: Gauge,
+    up: Family<TargetLabel, Gauge>,
     ready: Gauge,
-    ping_duration: Histogram,
+    ping_duration: Family<TargetLabel, Histogram, PingHistogram>,
     checks: Family<CheckLabels, Counter>,
-    consecutive_failures: Gauge,
-    last_check: Gauge<f64, AtomicU64>,
-    last_success: Gauge<f64, AtomicU64>,
-    connection_errors: Counter,
+    consecutive_failures: Family<TargetLabel, Gauge>,
+    last_check: Family<TargetLabel, Gauge<f64, AtomicU64>>,
+    last_success: Family<TargetLabel, Gauge<f64, AtomicU64>>,
+    connection_errors: Family<TargetLabel, Counter>,
     cluster_node_up: Family<NodeLabels, Gauge>,
+    /// The nodes each cluster target reported last (to drop the series of former primaries).
+    cluster_nodes: Mutex<BTreeMap<&'static str, Vec<String>>>,
     check_status: Family<CheckStatusLabels, Gauge>,
-    redis_restarts: Counter,
+    redis_restarts: Family<TargetLabel, Counter>,
     /// Bumped by every recorded check: a cached body from an older generation is stale.
     generation: AtomicU64,
     /// The last body of each format: [classic, OpenMetrics].
@@ -91,20 +110,25 @@ fn ping_buckets(timeout: Duration) -> impl Iterator<Item = f64> {
 }
 
 impl Metrics {
-    pub fn new(timeout: Duration) -> Self {
-        let up = Gauge::default();
+    /// The registry, with a zero for each of `targets`' counters and every result.
+    pub fn new(timeout: Duration, targets: &[&'static str]) -> Self {
+        let up = Family::<TargetLabel, Gauge>::default();
         let ready = Gauge::default();
-        let ping_duration = Histogram::new(ping_buckets(timeout));
+        let ping_duration = Family::new_with_constructor(PingHistogram { timeout });
         let checks = Family::<CheckLabels, Counter>::default();
-        let consecutive_failures = Gauge::default();
-        let last_check = Gauge::<f64, AtomicU64>::default();
-        let last_success = Gauge::<f64, AtomicU64>::default();
-        let connection_errors = Counter::default();
+        let consecutive_failures = Family::<TargetLabel, Gauge>::default();
+        let last_check = Family::<TargetLabel, Gauge<f64, AtomicU64>>::default();
+        let last_success = Family::<TargetLabel, Gauge<f64, AtomicU64>>::default();
+        let connection_errors = Family::<TargetLabel, Counter>::default();
         let cluster_node_up = Family::<NodeLabels, Gauge>::default();
         let check_status = Family::<CheckStatusLabels, Gauge>::default();
-        let redis_restarts = Counter::default();
-        for result in ["pass", "warn", "fail", "timeout"] {
-            let _ = checks.get_or_create(&CheckLabels { result });
+        let redis_restarts = Family::<TargetLabel, Counter>::default();
+        for &target in targets {
+            for result in ["pass", "warn", "fail", "timeout"] {
+                let _ = checks.get_or_create(&CheckLabels { target, result });
+            }
+            let _ = connection_errors.get_or_create(&TargetLabel { target });
+            let _ = redis_restarts.get_or_create(&TargetLabel { target });
         }
 
         let mut registry = Registry::default();
@@ -112,7 +136,7 @@ impl Metrics {
         let sub = registry.sub_registry_with_prefix("redis_healthd");
         sub.register(
             "up",
-            "1 if the last check passed (for a cluster: on every primary), else 0",
+            "1 if the target's last check passed (for a cluster: on every primary), else 0",
             up.clone(),
         );
         sub.register(
@@ -140,13 +164,13 @@ impl Metrics {
         );
         sub.register_with_unit(
             "last_check_timestamp",
-            "When the last check started, seconds since the Unix epoch",
+            "When the target's last check started, seconds since the Unix epoch",
             Unit::Seconds,
             last_check.clone(),
         );
         sub.register_with_unit(
             "last_success_timestamp",
-            "When the last passing check started, seconds since the Unix epoch (0 before any)",
+            "When the target's last passing check started, seconds since the Unix epoch (0 before any)",
             Unit::Seconds,
             last_success.clone(),
         );
@@ -187,6 +211,7 @@ impl Metrics {
             last_success,
             connection_errors,
             cluster_node_up,
+            cluster_nodes: Mutex::new(BTreeMap::new()),
             check_status,
             redis_restarts,
             generation: AtomicU64::new(0),
@@ -213,26 +238,34 @@ impl Metrics {
         self
     }
 
-    /// A handle the probe increments on every connection error.
-    pub fn connection_errors(&self) -> Counter {
-        self.connection_errors.clone()
+    /// A handle the target's client increments on every connection error.
+    pub fn connection_errors(&self, target: &'static str) -> Counter {
+        self.connection_errors
+            .get_or_create(&TargetLabel { target })
+            .clone()
     }
 
-    /// Records one check round: the PING metrics from `redis:responseTime` (one component, or
-    /// one per cluster primary) and the status of every named check.
-    pub fn record(&self, verdict: &Verdict) {
+    /// Records one check round of `target`: the PING metrics from its `responseTime` check
+    /// (one component, or one per cluster primary).
+    pub fn record(&self, target: &'static str, verdict: &Verdict) {
+        let label = TargetLabel { target };
         let mut checked = 0;
         let mut passed = 0;
         let mut failures = 0;
         let mut at = None;
-        for state in verdict.components_of(RESPONSE_TIME).map(|c| &c.state) {
+        let response_time = verdict
+            .checks
+            .iter()
+            .filter(|c| checks::measurement(c.name) == checks::measurement(checks::RESPONSE_TIME))
+            .flat_map(|c| c.components.iter());
+        for state in response_time.map(|c| &c.state) {
             let result = match (&state.outcome.result, state.latest) {
                 (Ok(_), Status::Warn) => "warn",
                 (Ok(_), _) => "pass",
                 (Err(Failure::Timeout(_)), _) => "timeout",
                 (Err(Failure::Error(_) | Failure::Unreachable(_)), _) => "fail",
             };
-            self.checks.get_or_create(&CheckLabels { result }).inc();
+            self.checks.get_or_create(&CheckLabels { target, result }).inc();
             if let Some(rtt) = state
                 .outcome
                 .result
@@ -240,7 +273,9 @@ impl Metrics {
                 .ok()
                 .and_then(|r| r.value.round_trip())
             {
-                self.ping_duration.observe(rtt.as_secs_f64());
+                self.ping_duration
+                    .get_or_create(&label)
+                    .observe(rtt.as_secs_f64());
                 passed += 1;
             }
             checked += 1;
@@ -248,18 +283,27 @@ impl Metrics {
             at = at.max(Some(state.outcome.at));
         }
         let all_passed = checked > 0 && passed == checked;
-        self.up.set(i64::from(all_passed));
-        self.consecutive_failures.set(i64::from(failures));
+        self.up.get_or_create(&label).set(i64::from(all_passed));
+        self.consecutive_failures
+            .get_or_create(&label)
+            .set(i64::from(failures));
         if let Some(at) = at {
-            self.last_check.set(epoch_seconds(at));
+            self.last_check.get_or_create(&label).set(epoch_seconds(at));
+            let last_success = self.last_success.get_or_create(&label);
             if all_passed {
-                self.last_success.set(epoch_seconds(at));
+                last_success.set(epoch_seconds(at));
             }
         }
-        // A check no longer reported (redis:replication after a promotion) loses its series.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Records the status of every named check of every target (one-hot); a check no longer
+    /// reported (`redis:replication` after a promotion) loses its series.
+    pub fn record_statuses(&self, verdict: &Verdict) {
         self.check_status.clear();
         for check in &verdict.checks {
             let worst = check.components.iter().map(|c| c.state.status).max();
+            let target = check.name.split_once(':').map_or(check.name, |(t, _)| t);
             for (status, label) in [
                 (Status::Pass, "pass"),
                 (Status::Warn, "warn"),
@@ -267,6 +311,7 @@ impl Metrics {
             ] {
                 self.check_status
                     .get_or_create(&CheckStatusLabels {
+                        target,
                         check: check.name,
                         status: label,
                     })
@@ -276,23 +321,35 @@ impl Metrics {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Counts a restart of a checked server (a new `run_id`).
-    pub fn count_restart(&self) {
-        self.redis_restarts.inc();
+    /// Counts a restart of a server of `target` (a new `run_id`).
+    pub fn count_restart(&self, target: &'static str) {
+        self.redis_restarts.get_or_create(&TargetLabel { target }).inc();
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Records which primaries of a cluster passed the last check (`host:port`, passed); a
-    /// node no longer a primary loses its series.
-    pub fn record_cluster_nodes<'a>(&self, nodes: impl IntoIterator<Item = (&'a str, bool)>) {
-        self.cluster_node_up.clear();
+    /// Records which primaries of a cluster target passed the last check (`host:port`,
+    /// passed); a node no longer a primary loses its series.
+    pub fn record_cluster_nodes<'a>(
+        &self,
+        target: &'static str,
+        nodes: impl IntoIterator<Item = (&'a str, bool)>,
+    ) {
+        let mut known = self.cluster_nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = known.remove(target).unwrap_or_default();
+        let mut current = Vec::new();
         for (node, passed) in nodes {
             self.cluster_node_up
                 .get_or_create(&NodeLabels {
+                    target,
                     node: node.to_owned(),
                 })
                 .set(i64::from(passed));
+            current.push(node.to_owned());
         }
+        for node in previous.into_iter().filter(|n| !current.contains(n)) {
+            self.cluster_node_up.remove(&NodeLabels { target, node });
+        }
+        known.insert(target, current);
     }
 
     /// The encoded metrics and their content type; `ready` is what `/readyz` would answer now.
@@ -366,6 +423,7 @@ mod tests {
         };
         Verdict {
             checks: vec![NamedCheck {
+                readiness: true,
                 name: check,
                 components: vec![Component {
                     id: "redis://127.0.0.1:6379".into(),
@@ -376,8 +434,14 @@ mod tests {
         }
     }
 
+    /// A round of the default target, as its loop and the publisher record it.
+    fn record(metrics: &Metrics, verdict: &Verdict) {
+        metrics.record("redis", verdict);
+        metrics.record_statuses(verdict);
+    }
+
     fn state(result: Result<Duration, Failure>, latest: Status) -> Verdict {
-        verdict(RESPONSE_TIME, result, latest)
+        verdict(crate::checks::RESPONSE_TIME, result, latest)
     }
 
     proptest::proptest! {
@@ -404,33 +468,33 @@ mod tests {
 
     #[test]
     fn classic_and_openmetrics_encodings() {
-        let metrics = Metrics::new(Duration::from_millis(500));
-        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
-        metrics.record(&state(
-            Err(Failure::Timeout(Duration::from_millis(500))),
-            Status::Fail,
-        ));
+        let metrics = Metrics::new(Duration::from_millis(500), &["redis"]);
+        record(&metrics, &state(Ok(Duration::from_micros(250)), Status::Pass));
+        record(
+            &metrics,
+            &state(Err(Failure::Timeout(Duration::from_millis(500))), Status::Fail),
+        );
         let (classic, content_type) = metrics.encode(false, true);
         let classic = String::from_utf8(classic.to_vec()).unwrap();
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         for line in [
-            "redis_healthd_up 0",
+            "redis_healthd_up{target=\"redis\"} 0",
             "redis_healthd_ready 1",
-            "redis_healthd_checks_total{result=\"pass\"} 1",
-            "redis_healthd_checks_total{result=\"timeout\"} 1",
-            "redis_healthd_checks_total{result=\"warn\"} 0",
-            "redis_healthd_checks_total{result=\"fail\"} 0",
-            "redis_healthd_consecutive_failures 1",
-            "redis_healthd_last_check_timestamp_seconds 1700000000",
-            "redis_healthd_ping_duration_seconds_count 1",
-            "redis_healthd_ping_duration_seconds_bucket{le=\"0.0004\"} 1",
-            "redis_healthd_ping_duration_seconds_bucket{le=\"0.0002\"} 0",
-            "redis_healthd_ping_duration_seconds_bucket{le=\"0.8192\"} 1",
-            "redis_healthd_connection_errors_total 0",
-            "redis_healthd_check_status{check=\"redis:responseTime\",status=\"fail\"} 1",
-            "redis_healthd_check_status{check=\"redis:responseTime\",status=\"pass\"} 0",
-            "redis_healthd_check_status{check=\"redis:responseTime\",status=\"warn\"} 0",
-            "redis_healthd_redis_restarts_total 0",
+            "redis_healthd_checks_total{target=\"redis\",result=\"pass\"} 1",
+            "redis_healthd_checks_total{target=\"redis\",result=\"timeout\"} 1",
+            "redis_healthd_checks_total{target=\"redis\",result=\"warn\"} 0",
+            "redis_healthd_checks_total{target=\"redis\",result=\"fail\"} 0",
+            "redis_healthd_consecutive_failures{target=\"redis\"} 1",
+            "redis_healthd_last_check_timestamp_seconds{target=\"redis\"} 1700000000",
+            "redis_healthd_ping_duration_seconds_count{target=\"redis\"} 1",
+            "redis_healthd_ping_duration_seconds_bucket{target=\"redis\",le=\"0.0004\"} 1",
+            "redis_healthd_ping_duration_seconds_bucket{target=\"redis\",le=\"0.0002\"} 0",
+            "redis_healthd_ping_duration_seconds_bucket{target=\"redis\",le=\"0.8192\"} 1",
+            "redis_healthd_connection_errors_total{target=\"redis\"} 0",
+            "redis_healthd_check_status{target=\"redis\",check=\"redis:responseTime\",status=\"fail\"} 1",
+            "redis_healthd_check_status{target=\"redis\",check=\"redis:responseTime\",status=\"pass\"} 0",
+            "redis_healthd_check_status{target=\"redis\",check=\"redis:responseTime\",status=\"warn\"} 0",
+            "redis_healthd_redis_restarts_total{target=\"redis\"} 0",
             "redis_healthd_build_info{version=\"",
             "# TYPE process_cpu_seconds_total counter",
             "# TYPE process_resident_memory_bytes gauge",
@@ -447,22 +511,21 @@ mod tests {
         assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
         assert!(open.ends_with("# EOF\n"), "{open}");
         assert!(open.contains("redis_healthd_ready 0"));
-        assert!(open.contains("redis_healthd_checks_total{result=\"timeout\"} 1"));
+        assert!(open.contains("redis_healthd_checks_total{target=\"redis\",result=\"timeout\"} 1"));
     }
 
     #[test]
     fn encoded_bodies_are_reused_until_something_changes() {
-        let metrics = Metrics::new(Duration::from_millis(500));
+        let metrics = Metrics::new(Duration::from_millis(500), &["redis"]);
         let (first, _) = metrics.encode(false, true);
         let (again, _) = metrics.encode(false, true);
         assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes are served again");
         let (not_ready, _) = metrics.encode(false, false);
         assert!(String::from_utf8_lossy(&not_ready).contains("redis_healthd_ready 0"));
-        metrics.record(&state(Ok(Duration::from_micros(250)), Status::Pass));
+        record(&metrics, &state(Ok(Duration::from_micros(250)), Status::Pass));
         let (after_check, _) = metrics.encode(false, false);
-        assert!(
-            String::from_utf8_lossy(&after_check).contains("redis_healthd_checks_total{result=\"pass\"} 1")
-        );
+        assert!(String::from_utf8_lossy(&after_check)
+            .contains("redis_healthd_checks_total{target=\"redis\",result=\"pass\"} 1"));
         let (open, _) = metrics.encode(true, false);
         assert!(
             String::from_utf8_lossy(&open).ends_with("# EOF\n"),
@@ -472,21 +535,24 @@ mod tests {
 
     #[test]
     fn check_status_is_one_hot_and_follows_the_checks_reported() {
-        let metrics = Metrics::new(Duration::from_millis(500));
-        metrics.record(&verdict("redis:replication", Ok(Duration::ZERO), Status::Warn));
-        metrics.count_restart();
+        let metrics = Metrics::new(Duration::from_millis(500), &["redis"]);
+        record(
+            &metrics,
+            &verdict("redis:replication", Ok(Duration::ZERO), Status::Warn),
+        );
+        metrics.count_restart("redis");
         let (body, _) = metrics.encode(false, true);
         let body = String::from_utf8_lossy(&body);
         for line in [
-            "redis_healthd_check_status{check=\"redis:replication\",status=\"warn\"} 1",
-            "redis_healthd_check_status{check=\"redis:replication\",status=\"pass\"} 0",
-            "redis_healthd_check_status{check=\"redis:replication\",status=\"fail\"} 0",
-            "redis_healthd_redis_restarts_total 1",
+            "redis_healthd_check_status{target=\"redis\",check=\"redis:replication\",status=\"warn\"} 1",
+            "redis_healthd_check_status{target=\"redis\",check=\"redis:replication\",status=\"pass\"} 0",
+            "redis_healthd_check_status{target=\"redis\",check=\"redis:replication\",status=\"fail\"} 0",
+            "redis_healthd_redis_restarts_total{target=\"redis\"} 1",
         ] {
             assert!(body.contains(line), "missing {line:?} in\n{body}");
         }
         // The replica was promoted: its replication check is gone, and so are its series.
-        metrics.record(&state(Ok(Duration::ZERO), Status::Pass));
+        record(&metrics, &state(Ok(Duration::ZERO), Status::Pass));
         let (body, _) = metrics.encode(false, true);
         assert!(!String::from_utf8_lossy(&body).contains("redis:replication"));
     }

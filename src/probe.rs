@@ -1,26 +1,28 @@
-//! The check loop: a check every interval (and at once when a connection drops or comes
-//! back) over one [`Connection`] or, for Redis Cluster, one per node; each named check of each
-//! component goes through its own [`Tracker`], and the verdict is published as a [`Snapshot`].
+//! The check loops: one task per target checks every interval (and at once when a connection
+//! drops or comes back) over one [`Connection`] or, for Redis Cluster, one per node; each named
+//! check of each component goes through its own [`Tracker`]. Each round goes to [`publish`],
+//! the one writer of [`Snapshot`]s, which merges the latest round of every target, so a hung
+//! target never delays another's verdict.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::checks::{self, evaluate};
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, Target};
 use crate::connection::{Connection, Event};
-use crate::health::{Component, NamedCheck, Observation, Status, Thresholds, Tracker, Verdict};
+use crate::health::{Component, Failure, NamedCheck, Observation, Outcome, Status, Tracker, Verdict};
 use crate::metrics::Metrics;
 use crate::page::History;
 use crate::snapshot::Snapshot;
 
-/// The Redis side of the daemon: one connection, or one per node of a cluster.
-// One per daemon, never moved in a loop: the size difference costs nothing.
+/// The Redis side of one target: one connection, or one per node of a cluster.
+// One per target, never moved in a loop: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Probe {
     Single(Connection),
@@ -29,27 +31,32 @@ pub enum Probe {
 
 impl Probe {
     /// Starts connecting in the background; never waits for Redis.
-    pub fn start(config: &Config, connection_errors: Counter) -> anyhow::Result<Self> {
-        match config.redis.cluster_seeds() {
-            Some(seeds) => Ok(Self::Cluster(Cluster::start(config, seeds, connection_errors)?)),
+    pub fn start(config: &Config, target: &Target, connection_errors: Counter) -> anyhow::Result<Self> {
+        match target.redis.cluster_seeds() {
+            Some(seeds) => Ok(Self::Cluster(Cluster::start(
+                config,
+                target,
+                seeds,
+                connection_errors,
+            )?)),
             None => Ok(Self::Single(Connection::start(
                 config,
-                config.redis.client_config().clone(),
+                target.redis.client_config().clone(),
                 connection_errors,
             )?)),
         }
     }
 
     /// Runs one check: an observation per component.
-    pub async fn check(&mut self, config: &Config) -> Vec<Observation> {
+    pub async fn check(&mut self, target: &Target) -> Vec<Observation> {
         match self {
             Self::Single(connection) => {
-                let asks = config.checks.asks();
+                let asks = target.checks.asks();
                 let replies = connection.check_once(&asks).await;
-                let id = config.redis.component_id(connection.connected_to());
-                vec![evaluate(String::new(), id, replies, &asks, &config.checks)]
+                let id = target.redis.component_id(connection.connected_to());
+                vec![evaluate(String::new(), id, replies, &asks, &target.checks)]
             }
-            Self::Cluster(cluster) => cluster.check(&config.checks).await,
+            Self::Cluster(cluster) => cluster.check(&target.checks).await,
         }
     }
 
@@ -77,30 +84,34 @@ impl Probe {
     }
 }
 
-/// Runs checks until `stop` turns true, publishing a snapshot after each one.
+/// One target's latest round: its named checks, thresholds applied.
+pub struct Round {
+    /// The target's index in the configuration.
+    pub target: usize,
+    pub checks: Vec<NamedCheck>,
+}
+
+/// Runs the checks of target `index` until `stop` turns true, sending each round to
+/// [`publish`].
 ///
 /// A check runs every interval, and also at once when the client reports the connection lost
 /// or made (at most one such extra check per reconnect delay), so a crash or a recovery shows
 /// within milliseconds; the interval PING catches the hangs no socket event reveals. Failed
-/// reconnect attempts during an outage only refresh the reason the next check reports.
+/// reconnect attempts during an outage only refresh the reason the next check reports. Each
+/// change of the request counter `reconnect` (SIGHUP) reads the TLS files again and reconnects.
 pub async fn run(
-    config: Config,
+    config: Arc<Config>,
+    index: usize,
     mut probe: Probe,
     metrics: Arc<Metrics>,
-    snapshots: watch::Sender<Arc<Snapshot>>,
-    reconnect: Arc<Notify>,
+    rounds: mpsc::Sender<Round>,
+    mut reconnect: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> Probe {
-    let description = description(&config);
-    let thresholds = Thresholds {
-        failure: config.failure_threshold,
-        success: config.success_threshold,
-    };
+    let target = &config.targets[index];
     let mut trackers: Trackers = BTreeMap::new();
     let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
-    let mut history = History::default();
     let min_gap = config.reconnect_delay();
-    let mut started = false;
     let mut status: Option<Status> = None;
     let mut due = tokio::time::Instant::now();
     let mut earliest_extra = due;
@@ -111,9 +122,9 @@ pub async fn run(
             biased;
             _ = crate::stopped(&mut stop) => break,
             _ = tokio::time::sleep_until(due) => {}
-            _ = reconnect.notified() => {
-                info!(password_file = config.redis.has_password_file(), "reconnecting to redis on request");
-                config.redis.reload_tls();
+            Ok(()) = reconnect.changed() => {
+                info!(target = target.name, password_file = target.redis.has_password_file(), "reconnecting to redis on request");
+                target.redis.reload_tls();
                 probe.reconnect().await;
                 continue;
             }
@@ -126,7 +137,7 @@ pub async fn run(
                     }
                     Event::StillDown => {}
                     Event::Closed => {
-                        warn!("redis client closed its event streams; checks go on at the interval only");
+                        warn!(target = target.name, "redis client closed its event streams; checks go on at the interval only");
                         events_open = false;
                     }
                 }
@@ -134,41 +145,109 @@ pub async fn run(
             }
         }
         let check_started = tokio::time::Instant::now();
-        let observations = probe.check(&config).await;
+        let observations = probe.check(target).await;
         if let Probe::Cluster(_) = probe {
-            metrics.record_cluster_nodes(observations.iter().map(|o| (o.key.as_str(), checks::answered(o))));
+            let nodes = observations.iter().map(|o| (o.key.as_str(), checks::answered(o)));
+            metrics.record_cluster_nodes(target.name, nodes);
         }
-        note_restarts(&observations, &mut run_ids, &metrics);
-        let verdict = judge(observations, &mut trackers, thresholds);
-        metrics.record(&verdict);
-        history.record(&verdict);
-        let snapshot = Snapshot::new(Instant::now(), verdict, &description, started, &history);
-        started = snapshot.started;
-        log_transition(status, &snapshot);
-        status = Some(snapshot.status);
-        snapshots.send_replace(Arc::new(snapshot));
-        crate::process::release_free_memory();
+        note_restarts(target, &observations, &mut run_ids, &metrics);
+        let verdict = judge(observations, &mut trackers, target);
+        metrics.record(target.name, &verdict);
+        status = Some(log_transition(target.name, status, &verdict));
+        if rounds
+            .send(Round {
+                target: index,
+                checks: verdict.checks,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
         due = check_started + config.interval;
         earliest_extra = tokio::time::Instant::now() + min_gap;
     }
     probe
 }
 
+/// Publishes a snapshot whenever targets complete rounds (the rounds queued meanwhile make one
+/// snapshot): every target's latest named checks, in configuration order, with a pending
+/// `<target>:responseTime` for a target that has not completed a round yet. Returns when every
+/// target's loop has ended.
+pub async fn publish(
+    config: Arc<Config>,
+    mut rounds: mpsc::Receiver<Round>,
+    metrics: Arc<Metrics>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+) {
+    let description = description(&config);
+    let mut latest: Vec<Option<Vec<NamedCheck>>> = vec![None; config.targets.len()];
+    let mut history = History::default();
+    let mut started = false;
+    while let Some(round) = rounds.recv().await {
+        // The first target's rounds pace the history (one sample per interval) and the trim.
+        let mut paced = round.target == 0;
+        latest[round.target] = Some(round.checks);
+        while let Ok(round) = rounds.try_recv() {
+            paced |= round.target == 0;
+            latest[round.target] = Some(round.checks);
+        }
+        let verdict = Verdict {
+            checks: config
+                .targets
+                .iter()
+                .zip(&latest)
+                .flat_map(|(target, checks)| checks.clone().unwrap_or_else(|| vec![pending(target)]))
+                .collect(),
+        };
+        metrics.record_statuses(&verdict);
+        if paced {
+            history.record(&verdict);
+        }
+        let snapshot = Snapshot::new(Instant::now(), verdict, &description, started, &history);
+        started = snapshot.started;
+        snapshots.send_replace(Arc::new(snapshot));
+        if paced {
+            crate::process::release_free_memory();
+        }
+    }
+}
+
+/// The `responseTime` check of a target with no completed round yet: failing, not yet known.
+pub fn pending(target: &Target) -> NamedCheck {
+    let outcome = Outcome {
+        at: SystemTime::now(),
+        result: Err(Failure::Unreachable(NO_CHECK_YET.to_owned())),
+    };
+    NamedCheck {
+        name: target.checks.names.response_time,
+        components: vec![Component {
+            id: target.redis.redacted().to_owned(),
+            kind: "datastore",
+            state: Tracker::new(target.thresholds).observe(outcome),
+        }],
+        readiness: target.readiness,
+    }
+}
+
+/// Why a target has no verdict yet.
+pub const NO_CHECK_YET: &str = "no check has completed yet";
+
 /// A [`Tracker`] per (check name, component key).
 pub type Trackers = BTreeMap<(&'static str, String), Tracker>;
 
-/// Folds one round of observations into the trackers and returns the verdict: one named check
-/// per check some component reported, in [`checks::ALL`] order. A component gone from the
-/// round (a former cluster primary) takes its trackers with it; a check a component skipped
-/// (the state checks while Redis does not answer) keeps its tracker.
-pub fn judge(observations: Vec<Observation>, trackers: &mut Trackers, thresholds: Thresholds) -> Verdict {
+/// Folds one round of a target's observations into its trackers and returns its verdict: one
+/// named check per check some component reported, in the target's name order. A component
+/// gone from the round (a former cluster primary) takes its trackers with it; a check a
+/// component skipped (the state checks while Redis does not answer) keeps its tracker.
+pub fn judge(observations: Vec<Observation>, trackers: &mut Trackers, target: &Target) -> Verdict {
     trackers.retain(|(_, key), _| observations.iter().any(|o| &o.key == key));
     let mut checks: Vec<NamedCheck> = Vec::new();
     for observation in observations {
         for (name, outcome) in observation.outcomes {
             let state = trackers
                 .entry((name, observation.key.clone()))
-                .or_insert_with(|| Tracker::new(thresholds))
+                .or_insert_with(|| Tracker::new(target.thresholds))
                 .observe(outcome);
             let component = Component {
                 id: observation.id.clone(),
@@ -180,58 +259,78 @@ pub fn judge(observations: Vec<Observation>, trackers: &mut Trackers, thresholds
                 None => checks.push(NamedCheck {
                     name,
                     components: vec![component],
+                    readiness: target.readiness,
                 }),
             }
         }
     }
-    checks.sort_by_key(|c| checks::ALL.iter().position(|n| *n == c.name));
+    let order = target.checks.names.all();
+    checks.sort_by_key(|c| order.iter().position(|n| *n == c.name));
     Verdict { checks }
 }
 
 /// Counts and logs a server whose `run_id` changed since the last check: Redis restarted and
 /// may have lost data.
-fn note_restarts(observations: &[Observation], run_ids: &mut BTreeMap<String, String>, metrics: &Metrics) {
+fn note_restarts(
+    target: &Target,
+    observations: &[Observation],
+    run_ids: &mut BTreeMap<String, String>,
+    metrics: &Metrics,
+) {
     for observation in observations {
         let Some((run_id, uptime)) = &observation.run else {
             continue;
         };
         if let Some(previous) = run_ids.insert(observation.key.clone(), run_id.clone()) {
             if previous != *run_id {
-                metrics.count_restart();
+                metrics.count_restart(target.name);
                 let uptime = uptime.map_or_else(|| "unknown".to_owned(), |s| format!("{s}s"));
-                warn!(component = %observation.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
+                warn!(target = target.name, component = %observation.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
             }
         }
     }
 }
 
-/// The document's `description`.
+/// The document's `description`: the Redis URL, or with several targets each name and URL.
 pub fn description(config: &Config) -> String {
-    format!("Redis at {} as seen by redis-healthd", config.redis.redacted())
+    match config.targets.as_slice() {
+        [only] if only.name == checks::DEFAULT_TARGET => {
+            format!("Redis at {} as seen by redis-healthd", only.redis.redacted())
+        }
+        targets => {
+            let named: Vec<String> = targets
+                .iter()
+                .map(|t| format!("{} ({})", t.name, t.redis.redacted()))
+                .collect();
+            format!("Redis targets {} as seen by redis-healthd", named.join(", "))
+        }
+    }
 }
 
-/// Logs a verdict change once, with its reason; repeated failures stay quiet.
-fn log_transition(previous: Option<Status>, snapshot: &Snapshot) {
-    if previous == Some(snapshot.status) {
-        return;
+/// Logs a change of a target's verdict once, with its reason (repeated failures stay quiet);
+/// returns the status.
+fn log_transition(target: &'static str, previous: Option<Status>, verdict: &Verdict) -> Status {
+    // The target's own status: an informational target's failure is still a failure here.
+    let status = verdict
+        .checks
+        .iter()
+        .map(NamedCheck::status)
+        .max()
+        .unwrap_or(Status::Fail);
+    if previous == Some(status) {
+        return status;
     }
-    let reason = snapshot
-        .verdict
-        .as_ref()
-        .and_then(Verdict::output)
-        .unwrap_or_default();
-    match snapshot.status {
-        Status::Pass => info!("redis check passing"),
-        Status::Warn => warn!(reason = %reason, "redis check warning"),
-        Status::Fail => warn!(reason = %reason, "redis check failing"),
+    let reason = verdict.output().unwrap_or_default();
+    match status {
+        Status::Pass => info!(target = target, "redis check passing"),
+        Status::Warn => warn!(target = target, reason = %reason, "redis check warning"),
+        Status::Fail => warn!(target = target, reason = %reason, "redis check failing"),
     }
+    status
 }
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Instant;
-
-    use clap::Parser;
 
     use super::*;
     use crate::config::Cli;
@@ -241,19 +340,20 @@ mod tests {
     /// spawn (+190 KiB of resident stack, measured). Boxed, it stays a few KiB.
     #[tokio::test]
     async fn the_check_loop_future_stays_small() {
-        let cli = Cli::try_parse_from([
+        let cli = Cli::parse_args([
             "redis-healthd",
             "--redis-url",
             "redis://127.0.0.1:1",
             "--check-writes",
         ])
         .unwrap();
-        let config = Config::from_args(&cli.serve).unwrap();
-        let metrics = Arc::new(Metrics::new(config.timeout));
-        let probe = Probe::start(&config, metrics.connection_errors()).unwrap();
-        let (snapshots, _) = watch::channel(Arc::new(Snapshot::initial(Instant::now(), "d", &[])));
+        let config = Arc::new(Config::from_args(&cli.serve).unwrap());
+        let metrics = Arc::new(Metrics::new(config.timeout, &["redis"]));
+        let probe = Probe::start(&config, &config.targets[0], metrics.connection_errors("redis")).unwrap();
+        let (rounds, _) = mpsc::channel(2);
+        let (_, reconnect) = watch::channel(0);
         let (_, stop) = watch::channel(false);
-        let run = run(config, probe, metrics, snapshots, Arc::default(), stop);
+        let run = run(config, 0, probe, metrics, rounds, reconnect, stop);
         assert!(
             std::mem::size_of_val(&run) < 8 * 1024,
             "{} bytes",

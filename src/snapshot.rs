@@ -242,7 +242,8 @@ impl Snapshot {
                 .iter()
                 .map(|check| Condition {
                     name: check.name,
-                    status: check.status(),
+                    // An informational target's failure is a warning to readiness.
+                    status: check.readiness_status(),
                     reason: check.output(),
                 })
                 .collect(),
@@ -649,6 +650,7 @@ mod tests {
         };
         let verdict = Verdict {
             checks: vec![NamedCheck {
+                readiness: true,
                 name: "redis:responseTime",
                 components: vec![
                     node("redis://10.0.0.1:6379", ok(1)),

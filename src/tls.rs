@@ -38,21 +38,28 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
-/// The series TLS feeds: when each certificate expires, and reloads that failed. Clones share
-/// their values; the metrics registry holds one.
+/// The series TLS feeds, for every target: when each certificate expires, and reloads that
+/// failed. Clones share their values; the metrics registry holds one.
 #[derive(Debug, Clone, Default)]
 pub struct TlsMetrics {
     /// `notAfter` of the client certificate (from its file) and of the server's (from the
     /// latest handshake), as Unix time; absent until known.
     pub not_after: Family<CertLabels, Gauge>,
     /// Reloads that found a file missing or malformed and kept the last good set.
-    pub reload_errors: Counter,
+    pub reload_errors: Family<TargetLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
+    pub target: &'static str,
     /// `client` or `server`.
     pub cert: &'static str,
+}
+
+/// The `target` label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    pub target: &'static str,
 }
 
 impl TlsFiles {
@@ -63,7 +70,11 @@ impl TlsFiles {
 
     /// The client's TLS configuration, every file read and checked now (an error names the
     /// flag), and the handle that reads them again.
-    pub fn client_config(&self, metrics: TlsMetrics) -> Result<(TlsConfig, Arc<Reloader>), ConfigError> {
+    pub fn client_config(
+        &self,
+        metrics: TlsMetrics,
+        target: &'static str,
+    ) -> Result<(TlsConfig, Arc<Reloader>), ConfigError> {
         match (&self.cert, &self.key) {
             (Some(_), None) => return Err(ConfigError("--tls-cert-file needs --tls-key-file".into())),
             (None, Some(_)) => return Err(ConfigError("--tls-key-file needs --tls-cert-file".into())),
@@ -82,7 +93,13 @@ impl TlsFiles {
             current: RwLock::new(Arc::new(loaded)),
             last_error: Mutex::new(None),
             metrics,
+            target,
         });
+        // Counted from zero, so a first failure is an increase.
+        let _ = reloader
+            .metrics
+            .reload_errors
+            .get_or_create(&TargetLabel { target });
         reloader.record_client_expiry();
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -180,11 +197,16 @@ pub struct Reloader {
     /// The reason of the latest failed reload, logged once until the files change.
     last_error: Mutex<Option<String>>,
     metrics: TlsMetrics,
+    /// The target whose files these are (the metrics' label).
+    target: &'static str,
 }
 
 impl std::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloader").field("files", &self.files).finish()
+        f.debug_struct("Reloader")
+            .field("target", &self.target)
+            .field("files", &self.files)
+            .finish()
     }
 }
 
@@ -223,9 +245,12 @@ impl Reloader {
                 loaded
             }
             Err(e) => {
-                self.metrics.reload_errors.inc();
+                self.metrics
+                    .reload_errors
+                    .get_or_create(&TargetLabel { target: self.target })
+                    .inc();
                 if last_error.as_deref() != Some(e.0.as_str()) {
-                    warn!(reason = %e, "TLS files not reloaded: keeping the last good ones");
+                    warn!(target = self.target, reason = %e, "TLS files not reloaded: keeping the last good ones");
                     *last_error = Some(e.0);
                 }
                 current
@@ -250,7 +275,10 @@ impl Reloader {
             .and_then(not_after)?;
         self.metrics
             .not_after
-            .get_or_create(&CertLabels { cert: "client" })
+            .get_or_create(&CertLabels {
+                target: self.target,
+                cert: "client",
+            })
             .set(not_after);
         Some(not_after)
     }
@@ -275,7 +303,10 @@ impl ServerCertVerifier for Verifier {
             self.0
                 .metrics
                 .not_after
-                .get_or_create(&CertLabels { cert: "server" })
+                .get_or_create(&CertLabels {
+                    target: self.0.target,
+                    cert: "server",
+                })
                 .set(not_after);
         }
         loaded

@@ -66,7 +66,10 @@ fn a_rotated_password_file_is_used_at_the_next_reconnection() {
 
     // Rotate: Redis and the file (as a Kubernetes Secret volume would), then drop the
     // daemon's connection; it must log in again with the new secret.
-    let errors_before = support::metric(daemon.addr, "redis_healthd_connection_errors_total ");
+    let errors_before = support::metric(
+        daemon.addr,
+        "redis_healthd_connection_errors_total{target=\"redis\"} ",
+    );
     write_file(redis.dir(), "password", "second-secret\n");
     let set = redis.cli_as(
         Some("first-secret"),
@@ -76,13 +79,22 @@ fn a_rotated_password_file_is_used_at_the_next_reconnection() {
     let killed = redis.cli_as(Some("second-secret"), &["CLIENT", "KILL", "TYPE", "normal"]);
     assert_eq!(killed, "1");
     wait_until(Duration::from_secs(3), "the dropped connection seen", || {
-        support::metric(daemon.addr, "redis_healthd_connection_errors_total ") > errors_before
+        support::metric(
+            daemon.addr,
+            "redis_healthd_connection_errors_total{target=\"redis\"} ",
+        ) > errors_before
     });
     let recovered = daemon.wait_for("/readyz", 200, RECOVER);
     println!("rotated secret in use {recovered:?} after the connection was dropped");
-    let checks = support::metric(daemon.addr, "redis_healthd_checks_total{result=\"pass\"} ");
+    let checks = support::metric(
+        daemon.addr,
+        "redis_healthd_checks_total{target=\"redis\",result=\"pass\"} ",
+    );
     wait_until(Duration::from_secs(3), "more passing checks", || {
-        support::metric(daemon.addr, "redis_healthd_checks_total{result=\"pass\"} ") > checks
+        support::metric(
+            daemon.addr,
+            "redis_healthd_checks_total{target=\"redis\",result=\"pass\"} ",
+        ) > checks
     });
 }
 

@@ -242,10 +242,13 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
         output.contains(&format!("redis:responseTime {dead}: Connection refused")),
         "{output}"
     );
-    assert_eq!(support::metric(daemon.addr, "redis_healthd_up "), 0.0);
+    assert_eq!(
+        support::metric(daemon.addr, "redis_healthd_up{target=\"redis\"} "),
+        0.0
+    );
     let node_up = |node: &RedisServer| {
         let series = format!(
-            "redis_healthd_cluster_node_up{{node=\"127.0.0.1:{}\"}} ",
+            "redis_healthd_cluster_node_up{{target=\"redis\",node=\"127.0.0.1:{}\"}} ",
             node.port
         );
         support::metric(daemon.addr, &series)
@@ -287,7 +290,10 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
         recovered.values().all(|(status, _)| status == "pass"),
         "{recovered:?}"
     );
-    assert_eq!(support::metric(daemon.addr, "redis_healthd_up "), 1.0);
+    assert_eq!(
+        support::metric(daemon.addr, "redis_healthd_up{target=\"redis\"} "),
+        1.0
+    );
     assert_eq!(
         cluster.nodes.iter().map(node_up).collect::<Vec<_>>(),
         [1.0, 1.0, 1.0]

@@ -256,7 +256,10 @@ fn promtool_passes_the_live_classic_output() {
     );
     // The crash's check failed (more may have, before the jittered reconnection).
     assert!(
-        support::metric(daemon.addr, "redis_healthd_checks_total{result=\"fail\"}") >= 1.0,
+        support::metric(
+            daemon.addr,
+            "redis_healthd_checks_total{target=\"redis\",result=\"fail\"}"
+        ) >= 1.0,
         "{}",
         reply.body
     );

@@ -4,7 +4,6 @@
 
 use std::time::{Instant, SystemTime};
 
-use clap::Parser;
 use proptest::prelude::*;
 use redis_healthd::config::{Cli, Config};
 use redis_healthd::health::{Component, Failure, NamedCheck, Outcome, Thresholds, Tracker, Verdict};
@@ -13,7 +12,7 @@ use redis_healthd::snapshot::{render_document, Snapshot};
 use url::Url;
 
 fn parse(args: &[&str]) -> Result<Config, String> {
-    let cli = Cli::try_parse_from(std::iter::once("redis-healthd").chain(args.iter().copied()))
+    let cli = Cli::parse_args(std::iter::once("redis-healthd").chain(args.iter().copied()))
         .map_err(|e| e.to_string())?;
     Config::from_args(&cli.serve).map_err(|e| e.to_string())
 }
@@ -29,18 +28,21 @@ fn outputs(config: &Config) -> Vec<String> {
         at: SystemTime::now(),
         result: Err(Failure::Error("WRONGPASS invalid username-password pair".into())),
     });
-    let metrics = Metrics::new(config.timeout);
+    let names: Vec<&'static str> = config.targets.iter().map(|t| t.name).collect();
+    let metrics = Metrics::new(config.timeout, &names);
     let verdict = Verdict {
         checks: vec![NamedCheck {
-            name: "redis:responseTime",
+            name: config.targets[0].checks.names.response_time,
             components: vec![Component {
-                id: config.redis.redacted().to_owned(),
+                id: config.targets[0].redis.redacted().to_owned(),
                 kind: "datastore",
                 state,
             }],
+            readiness: true,
         }],
     };
-    metrics.record(&verdict);
+    metrics.record(config.targets[0].name, &verdict);
+    metrics.record_statuses(&verdict);
     let snapshot = Snapshot::new(
         Instant::now(),
         verdict.clone(),
@@ -50,8 +52,8 @@ fn outputs(config: &Config) -> Vec<String> {
     );
     vec![
         format!("{config:?}"),
-        format!("{:?}", config.redis),
-        config.redis.to_string(),
+        format!("{:?}", config.targets[0].redis),
+        config.targets[0].redis.to_string(),
         description.clone(),
         String::from_utf8_lossy(&render_document(&verdict, &description)).into_owned(),
         String::from_utf8_lossy(&snapshot.summary).into_owned(),
@@ -86,15 +88,28 @@ proptest! {
                 prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
             }
         }
+        // The same URL as a named target (flag and environment): nothing either.
+        let target = format!("cache={}", url.as_str());
+        match parse(&["--target", &target]) {
+            Ok(config) => {
+                for out in outputs(&config) {
+                    prop_assert!(!out.contains(&password) && !out.contains(&encoded), "leak in {out}");
+                }
+            }
+            Err(e) => {
+                prop_assert!(password.contains('%'), "refused: {e}");
+                prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
+            }
+        }
         // The same credentials on a cluster URL: nor its seeds' componentIds.
         let mut cluster = Url::parse(&format!("redis-cluster://{host}:{port}?node={host}:{}", port / 2 + 1)).unwrap();
         cluster.set_username(&user).unwrap();
         cluster.set_password(Some(&password)).unwrap();
         match parse(&["--redis-url", cluster.as_str()]) {
             Ok(config) => {
-                let seeds = config.redis.cluster_seeds().unwrap_or_default();
+                let seeds = config.targets[0].redis.cluster_seeds().unwrap_or_default();
                 prop_assert!(!seeds.is_empty());
-                let ids = seeds.iter().map(|s| config.redis.server_url(s));
+                let ids = seeds.iter().map(|s| config.targets[0].redis.server_url(s));
                 for out in outputs(&config).into_iter().chain(ids) {
                     prop_assert!(!out.contains(&password) && !out.contains(&encoded), "leak in {out}");
                 }
@@ -122,7 +137,14 @@ proptest! {
     #[test]
     fn a_password_in_a_query_parameter_is_redacted(password in "[A-Za-z0-9]{8,24}") {
         let url = format!("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=m&sentinelPassword={password}");
-        let target = redis_healthd::config::RedisTarget::new(&url, None, None, &Default::default(), None);
+        let target = redis_healthd::config::RedisTarget::new(
+            &url,
+            None,
+            None,
+            &Default::default(),
+            None,
+            (&Default::default(), "redis"),
+        );
         if let Ok(target) = target {
             prop_assert!(!target.redacted().contains(&password));
             let debug = format!("{target:?}");

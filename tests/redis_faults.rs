@@ -149,17 +149,29 @@ fn client_kill_of_the_daemons_connection_recovers_at_once() {
     let redis = RedisServer::start();
     let daemon = start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
-    let errors = metric(daemon.addr, "redis_healthd_connection_errors_total ");
-    let failed = metric(daemon.addr, "redis_healthd_checks_total{result=\"fail\"} ");
+    let errors = metric(
+        daemon.addr,
+        "redis_healthd_connection_errors_total{target=\"redis\"} ",
+    );
+    let failed = metric(
+        daemon.addr,
+        "redis_healthd_checks_total{target=\"redis\",result=\"fail\"} ",
+    );
     let killed: u32 = redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]).parse().unwrap();
     assert_eq!(killed, 1, "the daemon's one connection");
     // The loss is seen (a connection error, a failed check) and healed by a reconnect.
     wait_until(Duration::from_secs(3), "the connection loss counted", || {
-        metric(daemon.addr, "redis_healthd_connection_errors_total ") > errors
+        metric(
+            daemon.addr,
+            "redis_healthd_connection_errors_total{target=\"redis\"} ",
+        ) > errors
     });
     // The check run at the loss failed, with the connection's reason.
     wait_until(Duration::from_secs(3), "a failed check", || {
-        metric(daemon.addr, "redis_healthd_checks_total{result=\"fail\"} ") > failed
+        metric(
+            daemon.addr,
+            "redis_healthd_checks_total{target=\"redis\",result=\"fail\"} ",
+        ) > failed
     });
     let recovered = daemon.wait_for("/readyz", 200, RECOVER);
     println!("CLIENT KILL: ready again {recovered:?} after the failed check");

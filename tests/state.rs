@@ -385,10 +385,19 @@ fn a_user_without_info_warns_instead_of_failing_and_info_is_not_asked_again() {
 fn a_restart_is_counted_and_logged_with_the_new_uptime() {
     let mut redis = RedisServer::start();
     let daemon = DaemonProcess::spawn_fast(&redis.url());
-    assert_eq!(metric(daemon.addr, "redis_healthd_redis_restarts_total "), 0.0);
+    assert_eq!(
+        metric(
+            daemon.addr,
+            "redis_healthd_redis_restarts_total{target=\"redis\"} "
+        ),
+        0.0
+    );
     redis.restart();
     wait_until(SEEN * 2, "the restart counted", || {
-        metric(daemon.addr, "redis_healthd_redis_restarts_total ") == 1.0
+        metric(
+            daemon.addr,
+            "redis_healthd_redis_restarts_total{target=\"redis\"} ",
+        ) == 1.0
     });
     let log = daemon.log();
     let line = log
@@ -397,7 +406,13 @@ fn a_restart_is_counted_and_logged_with_the_new_uptime() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("uptime=0s") || line.contains("uptime=1s"), "{line}");
     std::thread::sleep(INTERVAL * 2);
-    assert_eq!(metric(daemon.addr, "redis_healthd_redis_restarts_total "), 1.0);
+    assert_eq!(
+        metric(
+            daemon.addr,
+            "redis_healthd_redis_restarts_total{target=\"redis\"} "
+        ),
+        1.0
+    );
     assert_eq!(log.matches("redis restarted").count(), 1);
 }
 

@@ -263,8 +263,8 @@ fn mutual_tls_redis(certs: &Certs, tls_port: u16, server: &str) -> RedisServer {
     ])
 }
 
-const CLIENT_EXPIRY: &str = "redis_healthd_tls_cert_not_after_seconds{cert=\"client\"}";
-const SERVER_EXPIRY: &str = "redis_healthd_tls_cert_not_after_seconds{cert=\"server\"}";
+const CLIENT_EXPIRY: &str = "redis_healthd_tls_cert_not_after_seconds{target=\"redis\",cert=\"client\"}";
+const SERVER_EXPIRY: &str = "redis_healthd_tls_cert_not_after_seconds{target=\"redis\",cert=\"server\"}";
 
 #[test]
 fn rotated_certificates_are_used_at_the_next_reconnection_without_a_restart() {
@@ -339,7 +339,10 @@ fn rotated_certificates_are_used_at_the_next_reconnection_without_a_restart() {
         certs.not_after("client2.pem")
     );
     assert_eq!(
-        support::metric(daemon.addr, "redis_healthd_config_reload_errors_total"),
+        support::metric(
+            daemon.addr,
+            "redis_healthd_config_reload_errors_total{target=\"redis\"}"
+        ),
         0.0
     );
     let health = daemon.get("/health").json();
@@ -378,7 +381,10 @@ fn a_malformed_file_at_reload_keeps_the_last_good_set_and_says_so_once() {
     ]);
     daemon.signal("-HUP");
     wait_until(Duration::from_secs(5), "a counted reload error", || {
-        support::metric(daemon.addr, "redis_healthd_config_reload_errors_total") >= 1.0
+        support::metric(
+            daemon.addr,
+            "redis_healthd_config_reload_errors_total{target=\"redis\"}",
+        ) >= 1.0
     });
     // More reconnections, each reading the files again: still the last good set, still ready.
     for _ in 0..3 {
@@ -386,7 +392,10 @@ fn a_malformed_file_at_reload_keeps_the_last_good_set_and_says_so_once() {
         std::thread::sleep(Duration::from_millis(700));
         support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
     }
-    let errors = support::metric(daemon.addr, "redis_healthd_config_reload_errors_total");
+    let errors = support::metric(
+        daemon.addr,
+        "redis_healthd_config_reload_errors_total{target=\"redis\"}",
+    );
     assert!(errors >= 4.0, "{errors}");
     let log = daemon.log();
     let warnings: Vec<&str> = log
@@ -406,12 +415,18 @@ fn a_malformed_file_at_reload_keeps_the_last_good_set_and_says_so_once() {
     daemon.signal("-HUP");
     std::thread::sleep(Duration::from_millis(700));
     support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
-    let after = support::metric(daemon.addr, "redis_healthd_config_reload_errors_total");
+    let after = support::metric(
+        daemon.addr,
+        "redis_healthd_config_reload_errors_total{target=\"redis\"}",
+    );
     assert_ne!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "0");
     std::thread::sleep(Duration::from_millis(700));
     support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
     assert_eq!(
-        support::metric(daemon.addr, "redis_healthd_config_reload_errors_total"),
+        support::metric(
+            daemon.addr,
+            "redis_healthd_config_reload_errors_total{target=\"redis\"}"
+        ),
         after
     );
 }

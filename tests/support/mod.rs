@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use redis_healthd::config::{Cli, Config};
 
 /// The check timing most tests run the daemon with, and the bounds it implies (README,
@@ -355,7 +354,7 @@ impl Daemon {
     /// Starts the daemon with these flags (as on the command line) plus `--listen 127.0.0.1:0`.
     pub fn start(flags: &[&str]) -> Self {
         let args = std::iter::once("redis-healthd").chain(flags.iter().copied());
-        let cli = Cli::try_parse_from(args).expect("flags parse");
+        let cli = Cli::parse_args(args).expect("flags parse");
         let config = Config::from_args(&cli.serve).expect("flags are valid");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).unwrap();
