@@ -387,3 +387,13 @@ fn fifty_targets_are_all_ready_within_two_intervals_and_cost_one_round_each() {
     let (fds, rss) = support::fds_and_rss(daemon.child.id());
     println!("50 targets: {fds} descriptors, RSS {rss} KiB (debug build)");
 }
+
+#[test]
+fn the_kubernetes_example_targets_file_parses() {
+    let text = include_str!("../deploy/kubernetes/multi-target/targets.toml");
+    let targets = redis_healthd::config_file::parse(text).expect("the example parses");
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["cache", "queue", "reports"]);
+    assert_eq!(targets[1].check_writes, Some(true));
+    assert_eq!(targets[2].readiness, Some(false));
+}
