@@ -254,11 +254,13 @@ impl Verdict {
             .all(|c| c.state.last_success.is_some())
     }
 
-    /// The components of the check named `name` (none when it was not reported).
-    pub fn components_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Component> {
+    /// The components of every target's check measuring what `check` does (`redis:responseTime`
+    /// finds `cache:responseTime` too); none when no such check was reported.
+    pub fn components_of<'a>(&'a self, check: &'a str) -> impl Iterator<Item = &'a Component> {
+        let measurement = crate::checks::measurement(check);
         self.checks
             .iter()
-            .filter(move |c| c.name == name)
+            .filter(move |c| crate::checks::measurement(c.name) == measurement)
             .flat_map(|c| c.components.iter())
     }
 

@@ -105,7 +105,10 @@ pub async fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     info!(
         listen = %listener.local_addr()?,
-        redis = %config.targets.iter().map(|t| format!("{}={}", t.name, t.redis)).collect::<Vec<_>>().join(","),
+        redis = %config.targets.iter().map(|t| match t.name {
+            checks::DEFAULT_TARGET => t.redis.to_string(),
+            name => format!("{name}={}", t.redis),
+        }).collect::<Vec<_>>().join(","),
         interval = %humantime::format_duration(config.interval),
         timeout = %humantime::format_duration(config.timeout),
         "redis-healthd serving"

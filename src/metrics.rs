@@ -253,12 +253,7 @@ impl Metrics {
         let mut passed = 0;
         let mut failures = 0;
         let mut at = None;
-        let response_time = verdict
-            .checks
-            .iter()
-            .filter(|c| checks::measurement(c.name) == checks::measurement(checks::RESPONSE_TIME))
-            .flat_map(|c| c.components.iter());
-        for state in response_time.map(|c| &c.state) {
+        for state in verdict.components_of(checks::RESPONSE_TIME).map(|c| &c.state) {
             let result = match (&state.outcome.result, state.latest) {
                 (Ok(_), Status::Warn) => "warn",
                 (Ok(_), _) => "pass",

@@ -48,7 +48,7 @@ impl Default for History {
 }
 
 impl History {
-    /// Records a check's `redis:responseTime` components.
+    /// Records a check's `responseTime` components (of every target: the slowest PONG).
     pub fn record(&mut self, verdict: &Verdict) {
         let mut sample = Sample::Empty;
         for component in verdict.components_of(crate::checks::RESPONSE_TIME) {
