@@ -83,7 +83,13 @@ impl Connection {
                 c.internal_command_timeout = timeout;
                 c.max_command_attempts = 1;
             })
-            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+                // fred makes nine event channels per client with this many slots each; the probe
+                // reads two of them, promptly (a lag is counted, not lost). 32 slots cost about
+                // 30 KiB per client: with many targets, most of the daemon's heap.
+                p.broadcast_channel_capacity = 4;
+            })
             .set_policy(policy)
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the Redis client: {}", e.details()))?;

@@ -117,7 +117,11 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_BUF_SIZE);
+        .max_buf_size(MAX_BUF_SIZE)
+        // Copy each body into the head's buffer and send one write: measured with 50 targets
+        // (a 1.6 KiB /readyz body), vectored writes cost 4.60 µs of CPU per request against
+        // 4.43 µs flattened (the baseline: 4.30 µs).
+        .writev(false);
     let graceful = GracefulShutdown::new();
     let admission = Admission::new(max_connections);
     let clock = admission.clock();
