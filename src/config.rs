@@ -764,7 +764,14 @@ fn named_targets(
                 spec.split(':').next().unwrap_or_default()
             )));
         };
-        config_file::check_name(name).map_err(|e| ConfigError(format!("--target: {e}")))?;
+        config_file::check_name(name).map_err(|e| {
+            // A URL given without a name splits at a `=` of its password: never echo that.
+            if name.contains([':', '/', '@']) {
+                ConfigError("--target: expected NAME=URL with NAME of a-z, 0-9, _ and - (e.g. cache=redis://cache:6379)".into())
+            } else {
+                ConfigError(format!("--target: {e}"))
+            }
+        })?;
         let mut redis = args.redis.clone();
         redis.redis_url = url.to_owned();
         let target = redis

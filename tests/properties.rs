@@ -101,6 +101,13 @@ proptest! {
                 prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
             }
         }
+        // A URL given to --target without a name is refused without echoing it.
+        let e = parse(&["--target", url.as_str()]).err().unwrap_or_default();
+        prop_assert!(
+            e == "--target: expected NAME=URL (e.g. cache=redis://cache:6379), not \"redis\""
+                || e == "--target: expected NAME=URL with NAME of a-z, 0-9, _ and - (e.g. cache=redis://cache:6379)",
+            "{e}"
+        );
         // The same credentials on a cluster URL: nor its seeds' componentIds.
         let mut cluster = Url::parse(&format!("redis-cluster://{host}:{port}?node={host}:{}", port / 2 + 1)).unwrap();
         cluster.set_username(&user).unwrap();
