@@ -1,28 +1,32 @@
-//! redis-healthd: a health-check sidecar for Redis. One long-lived Redis client PINGs on an
-//! interval; the verdict is cached and served over HTTP, so a probe never touches Redis.
+//! redis-healthd: a health-check sidecar for Redis. Long-lived Redis clients check each named
+//! target on an interval; the verdict is cached and served over HTTP, so a probe never touches
+//! Redis.
 //!
-//! - [`config`]: the command line (flags with env twins), validation, redaction of secrets;
-//!   [`credentials`] reads the password file at every (re)connection; [`tls`] builds the
-//!   rustls configuration for `rediss://`.
-//! - [`probe`]: the check loop, which publishes [`snapshot::Snapshot`]s; [`connection`] is the
-//!   only code that talks to Redis (one fred client per server: PING with INFO, SET and EXISTS
-//!   pipelined alongside), [`cluster`] keeps one per node of a Redis Cluster and reads its
+//! - [`config`]: the command line (flags with env twins), the targets (`--redis-url`,
+//!   `--target`, or a `--config` file that [`config_file`] parses), validation, redaction of
+//!   secrets; [`credentials`] reads the password file at every (re)connection; [`tls`] builds
+//!   the rustls configuration for `rediss://` and reads its files again at every handshake.
+//! - [`probe`]: one check loop per target, and the publisher that merges their rounds into
+//!   [`snapshot::Snapshot`]s; [`connection`] is the only code that talks to Redis (one fred
+//!   client per server: PING with INFO, SET and EXISTS pipelined alongside, reconnections
+//!   spread by jitter), [`cluster`] keeps one per node of a Redis Cluster and reads its
 //!   topology.
-//! - [`checks`]: the named checks (`redis:responseTime`, `redis:role`, `redis:memory`, ...):
-//!   what to ask a server and how its replies become outcomes, no I/O; [`info`] parses the
-//!   `INFO` and `CLUSTER INFO` text they read.
-//! - [`health`]: plain data: thresholds, staleness, the health+json document, what each
-//!   endpoint answers.
+//! - [`checks`]: the named checks (`<target>:responseTime`, `<target>:role`, ...): what to ask
+//!   a server and how its replies become outcomes, no I/O; [`info`] parses the `INFO` and
+//!   `CLUSTER INFO` text they read.
+//! - [`health`]: plain data: thresholds, staleness, the verdict, what each endpoint answers.
+//! - [`snapshot`]: the verdict rendered once per round (health+json, kube-style text, the
+//!   status page from [`page`]).
 //! - [`http`]: the accept loop and `route`, answering from the latest snapshot;
 //!   [`admission`] decides which connections it keeps when full.
-//! - [`metrics`]: the Prometheus registry (recorded by the probe, encoded per scrape);
-//!   [`process`] adds the standard `process_*` metrics from `/proc/self`.
+//! - [`metrics`]: the Prometheus registry (recorded by the loops, encoded per scrape), every
+//!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics.
 //! - [`check`]: the `check` subcommand, a one-shot HTTP probe for container health checks;
 //!   [`isready`]: the `probe` subcommand, pg_isready for Redis (the daemon's checks, once).
 //!
-//! Data flows one way: the probe task is the only writer of a `watch` channel of immutable
-//! snapshots (bodies pre-rendered); every request reads the latest one and compares its age
-//! with max-age.
+//! Data flows one way: each target's loop sends its rounds to the publisher, the only writer
+//! of a `watch` channel of immutable snapshots (bodies pre-rendered); every request reads the
+//! latest one and compares its age with max-age.
 
 pub mod admission;
 pub mod check;
