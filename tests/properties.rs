@@ -61,6 +61,29 @@ fn outputs(config: &Config) -> Vec<String> {
     ]
 }
 
+/// For the parse of a URL holding `password` (`encoded` as the URL carries it): no output of
+/// the configuration, nor what `more` renders from it, holds either; a refusal (only for a raw
+/// `%`, which can decode to invalid UTF-8) holds neither.
+fn assert_no_leak(
+    parsed: Result<Config, String>,
+    password: &str,
+    encoded: &str,
+    more: impl Fn(&Config) -> Result<Vec<String>, TestCaseError>,
+) -> Result<(), TestCaseError> {
+    match parsed {
+        Ok(config) => {
+            for out in outputs(&config).into_iter().chain(more(&config)?) {
+                prop_assert!(!out.contains(password) && !out.contains(encoded), "leak in {out}");
+            }
+        }
+        Err(e) => {
+            prop_assert!(password.contains('%'), "refused: {e}");
+            prop_assert!(!e.contains(password) && !e.contains(encoded), "leak in {e}");
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -77,30 +100,10 @@ proptest! {
         url.set_password(Some(&password)).unwrap();
         let encoded = url.password().unwrap().to_owned();
         // A raw '%' in a password can decode to invalid UTF-8: then the URL is refused.
-        match parse(&["--redis-url", url.as_str()]) {
-            Ok(config) => {
-                for out in outputs(&config) {
-                    prop_assert!(!out.contains(&password) && !out.contains(&encoded), "leak in {out}");
-                }
-            }
-            Err(e) => {
-                prop_assert!(password.contains('%'), "refused: {e}");
-                prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
-            }
-        }
+        assert_no_leak(parse(&["--redis-url", url.as_str()]), &password, &encoded, |_| Ok(vec![]))?;
         // The same URL as a named target (flag and environment): nothing either.
         let target = format!("cache={}", url.as_str());
-        match parse(&["--target", &target]) {
-            Ok(config) => {
-                for out in outputs(&config) {
-                    prop_assert!(!out.contains(&password) && !out.contains(&encoded), "leak in {out}");
-                }
-            }
-            Err(e) => {
-                prop_assert!(password.contains('%'), "refused: {e}");
-                prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
-            }
-        }
+        assert_no_leak(parse(&["--target", &target]), &password, &encoded, |_| Ok(vec![]))?;
         // A URL given to --target without a name is refused without echoing it.
         let e = parse(&["--target", url.as_str()]).err().unwrap_or_default();
         prop_assert!(
@@ -112,20 +115,12 @@ proptest! {
         let mut cluster = Url::parse(&format!("redis-cluster://{host}:{port}?node={host}:{}", port / 2 + 1)).unwrap();
         cluster.set_username(&user).unwrap();
         cluster.set_password(Some(&password)).unwrap();
-        match parse(&["--redis-url", cluster.as_str()]) {
-            Ok(config) => {
-                let seeds = config.targets[0].redis.cluster_seeds().unwrap_or_default();
-                prop_assert!(!seeds.is_empty());
-                let ids = seeds.iter().map(|s| config.targets[0].redis.server_url(s));
-                for out in outputs(&config).into_iter().chain(ids) {
-                    prop_assert!(!out.contains(&password) && !out.contains(&encoded), "leak in {out}");
-                }
-            }
-            Err(e) => {
-                prop_assert!(password.contains('%'), "refused: {e}");
-                prop_assert!(!e.contains(&password) && !e.contains(&encoded), "leak in {e}");
-            }
-        }
+        assert_no_leak(parse(&["--redis-url", cluster.as_str()]), &password, &encoded, |config| {
+            let redis = &config.targets[0].redis;
+            let seeds = redis.cluster_seeds().unwrap_or_default();
+            prop_assert!(!seeds.is_empty());
+            Ok(seeds.iter().map(|s| redis.server_url(s)).collect())
+        })?;
         // Refused variants: the error names the flag, never the password.
         let refused = [
             url.as_str().replacen("redis://", "http://", 1),

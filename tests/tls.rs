@@ -38,6 +38,18 @@ fn tls_redis(certs: &Certs, client_certs: bool) -> RedisServer {
     )
 }
 
+/// The daemon's flags for mutual TLS with the test CA and client certificate.
+fn client_flags(certs: &Certs) -> [String; 6] {
+    [
+        "--tls-ca-file".into(),
+        certs.arg("ca.pem"),
+        "--tls-cert-file".into(),
+        certs.arg("client.pem"),
+        "--tls-key-file".into(),
+        certs.arg("client.key"),
+    ]
+}
+
 fn rediss(redis: &RedisServer) -> String {
     format!("rediss://127.0.0.1:{}", redis.port)
 }
@@ -133,16 +145,10 @@ fn mutual_tls_needs_the_client_certificate() {
         &["TLS: the server refused the handshake: CertificateRequired"],
     );
     println!("mTLS without a client certificate: {reason}");
+    let flags = client_flags(&certs);
     let with = start_fast(
         &rediss(&redis),
-        &[
-            "--tls-ca-file",
-            &certs.arg("ca.pem"),
-            "--tls-cert-file",
-            &certs.arg("client.pem"),
-            "--tls-key-file",
-            &certs.arg("client.key"),
-        ],
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     with.wait_for("/readyz", 200, Duration::from_secs(5));
 }
@@ -442,16 +448,10 @@ fn an_expired_server_certificate_fails_with_the_reason() {
         cp server.key expired.key");
     let tls_port = free_port();
     let _redis = mutual_tls_redis(&certs, tls_port, "expired");
+    let flags = client_flags(&certs);
     let daemon = start_fast(
         &format!("rediss://127.0.0.1:{tls_port}"),
-        &[
-            "--tls-ca-file",
-            &certs.arg("ca.pem"),
-            "--tls-cert-file",
-            &certs.arg("client.pem"),
-            "--tls-key-file",
-            &certs.arg("client.key"),
-        ],
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let reason = assert_fails_with(
         &daemon,
