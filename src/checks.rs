@@ -100,6 +100,12 @@ pub fn measurement(name: &str) -> &str {
     name.split_once(':').map_or(name, |(_, m)| m)
 }
 
+/// The target a check name belongs to: the part before the first `:` (`cache` in
+/// `cache:responseTime`).
+pub fn target_of(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(t, _)| t)
+}
+
 /// The role `--expect-role` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -594,7 +594,7 @@ impl RedisArgs {
 
 /// A flag's error said in a config file's terms: `--tls-ca-file` is the key `tls_ca_file`.
 fn in_file_terms(message: &str) -> String {
-    const KEYS: [(&str, &str); 10] = [
+    const KEYS: [(&str, &str); 11] = [
         ("--redis-url", "url"),
         ("--redis-username", "username"),
         ("--redis-password-file", "password_file"),
@@ -605,12 +605,13 @@ fn in_file_terms(message: &str) -> String {
         ("--tls-* flags", "tls_* keys"),
         ("--write-key", "write_key"),
         ("--drain-key", "drain_key"),
+        ("--expect-role", "expect_role"),
     ];
     let mut message = message.to_owned();
     for (flag, key) in KEYS {
         message = message.replace(flag, key);
     }
-    message.replace("--expect-role", "expect_role")
+    message
 }
 
 /// A configuration problem: one line naming the flag; the process exits with code 2.

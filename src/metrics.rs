@@ -298,7 +298,7 @@ impl Metrics {
         self.check_status.clear();
         for check in &verdict.checks {
             let worst = check.components.iter().map(|c| c.state.status).max();
-            let target = check.name.split_once(':').map_or(check.name, |(t, _)| t);
+            let target = checks::target_of(check.name);
             for (status, label) in [
                 (Status::Pass, "pass"),
                 (Status::Warn, "warn"),
