@@ -274,10 +274,7 @@ impl Connection {
             // outcome arrives as an event (a connection made triggers a check at once). No
             // command goes out meanwhile: none would be read until it connects.
             self.connecting = self.client.connect();
-            return Some(match &self.connection_error {
-                Some((failure, _)) => failure.clone(),
-                None => Failure::Unreachable("not connected: a connection attempt is under way".to_owned()),
-            });
+            return Some(self.last_cause());
         }
         match &self.connection_error {
             Some((failure, when)) if when.elapsed() < self.trust_error_for => Some(failure.clone()),
@@ -313,13 +310,18 @@ impl Connection {
     /// The real cause of a failed command: its timeout, Redis's own error reply, or the last
     /// connection error when fred only says the connection is gone.
     fn failure(&self, error: &Error) -> Failure {
-        match (error.kind(), &self.connection_error) {
-            (ErrorKind::Timeout, _) => Failure::Timeout(self.budget),
-            (ErrorKind::Canceled | ErrorKind::IO, Some((cause, _))) => cause.clone(),
-            (ErrorKind::Canceled | ErrorKind::IO, None) => {
-                Failure::Unreachable("not connected: a connection attempt is under way".to_owned())
-            }
+        match error.kind() {
+            ErrorKind::Timeout => Failure::Timeout(self.budget),
+            ErrorKind::Canceled | ErrorKind::IO => self.last_cause(),
             _ => Failure::Error(describe(error)),
+        }
+    }
+
+    /// Why there is no connection: the latest connection error, else an attempt under way.
+    fn last_cause(&self) -> Failure {
+        match &self.connection_error {
+            Some((cause, _)) => cause.clone(),
+            None => Failure::Unreachable("not connected: a connection attempt is under way".to_owned()),
         }
     }
 
@@ -404,9 +406,24 @@ impl Connection {
         }
     }
 
-    /// Drops the connection and makes a new one (reading the password file again), bounded by
-    /// the check budget; the reconnect event then triggers a check.
+    /// Drops the connection and makes a new one (reading the password and TLS files again),
+    /// bounded by the check budget; the reconnect event then triggers a check. fred makes the
+    /// new connection after its jittered reconnect delay (at most an interval).
+    ///
+    /// While the connection is known to be down nothing is forced: the attempt already under
+    /// way reads the files again, and a forced reconnection queued behind it would only drop
+    /// the connection it makes (and wait out a second delay). A connection task that has ended
+    /// is started again.
     pub async fn reconnect(&mut self) {
+        self.drain_events();
+        if self.connecting.is_finished() {
+            self.connecting = self.client.connect();
+            return;
+        }
+        if !self.is_up() {
+            debug!("reconnect requested while the connection is down: the next attempt reads the files");
+            return;
+        }
         match tokio::time::timeout(self.budget, self.client.force_reconnection()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => debug!(reason = %describe(&e), "reconnect failed"),
