@@ -1,7 +1,7 @@
-//! The named checks, no I/O: what to ask a server each round ([`Asks`]), what it answered
-//! ([`Replies`]), and how the answers become one [`Outcome`] per named check
-//! ([`evaluate`]). The daemon's loop and the cluster code both run every server's replies
-//! through the same [`evaluate`].
+//! The named checks, no I/O: what a target's checks ask and how they judge ([`Plan`]), what
+//! goes to a server each round ([`Commands`]), what it answered ([`Replies`]), and how the
+//! answers become one [`Outcome`] per named check, a [`Report`] ([`evaluate`]). The daemon's
+//! loop, the cluster code and `probe` run every server's replies through the same [`evaluate`].
 //!
 //! PING alone answers PONG while Redis refuses every write (OOM, NOREPLICAS, a demoted master)
 //! or serves stale reads; the checks here read `INFO` sent alongside the PING, and optionally
@@ -9,105 +9,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::health::{format_ms, Failure, Observation, Observed, Outcome, Reading};
+use crate::health::{format_ms, Failure, ObservedValue, Outcome, Reading, Report};
 use crate::info::{Info, Role, PERSISTENCE_FIELDS};
-
-/// The default target's name: with it, check names are today's `redis:<measurement>`.
-pub const DEFAULT_TARGET: &str = "redis";
-
-/// The PING round trip (and, for a cluster, `cluster_state`).
-pub const RESPONSE_TIME: &str = "redis:responseTime";
-/// `master` or `replica`, against `--expect-role`.
-pub const ROLE: &str = "redis:role";
-/// A replica's link to its master.
-pub const REPLICATION: &str = "redis:replication";
-/// Used memory against `maxmemory`.
-pub const MEMORY: &str = "redis:memory";
-/// The last RDB save and AOF write.
-pub const PERSISTENCE: &str = "redis:persistence";
-/// A `SET` of the write key (`--check-writes`).
-pub const WRITABLE: &str = "redis:writable";
-/// The drain key (`--drain-key`).
-pub const DRAIN: &str = "redis:drain";
-
-/// One target's check names, `<target>:<measurement>`, in the order the document and the
-/// metrics list them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Names {
-    pub target: &'static str,
-    pub response_time: &'static str,
-    pub role: &'static str,
-    pub replication: &'static str,
-    pub memory: &'static str,
-    pub persistence: &'static str,
-    pub writable: &'static str,
-    pub drain: &'static str,
-}
-
-impl Names {
-    /// The default target's names (today's `redis:*`).
-    pub const DEFAULT: Self = Self {
-        target: DEFAULT_TARGET,
-        response_time: RESPONSE_TIME,
-        role: ROLE,
-        replication: REPLICATION,
-        memory: MEMORY,
-        persistence: PERSISTENCE,
-        writable: WRITABLE,
-        drain: DRAIN,
-    };
-
-    /// The names for the target called `target`. They live as long as the process (targets
-    /// are fixed at start), so they are leaked once: a few bytes per target, and every label,
-    /// key and path can go on borrowing `&'static str`.
-    pub fn for_target(target: &str) -> Self {
-        if target == DEFAULT_TARGET {
-            return Self::DEFAULT;
-        }
-        let name = |check: &str| -> &'static str {
-            let measurement = measurement(check);
-            Box::leak(format!("{target}:{measurement}").into_boxed_str())
-        };
-        Self {
-            target: Box::leak(target.to_owned().into_boxed_str()),
-            response_time: name(RESPONSE_TIME),
-            role: name(ROLE),
-            replication: name(REPLICATION),
-            memory: name(MEMORY),
-            persistence: name(PERSISTENCE),
-            writable: name(WRITABLE),
-            drain: name(DRAIN),
-        }
-    }
-
-    /// Every name, in the order the document lists them.
-    pub fn all(&self) -> [&'static str; 7] {
-        [
-            self.response_time,
-            self.role,
-            self.replication,
-            self.memory,
-            self.persistence,
-            self.writable,
-            self.drain,
-        ]
-    }
-}
-
-/// What a check name measures: the part after the target (`responseTime` in
-/// `cache:responseTime`). Target names have no `:`, so the first one splits.
-pub fn measurement(name: &str) -> &str {
-    name.split_once(':').map_or(name, |(_, m)| m)
-}
-
-/// The target a check name belongs to: the part before the first `:` (`cache` in
-/// `cache:responseTime`).
-pub fn target_of(name: &str) -> &str {
-    name.split_once(':').map_or(name, |(t, _)| t)
-}
+use crate::names::{measurement, Names, RESPONSE_TIME};
 
 /// The role `--expect-role` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpectRole {
     Master,
@@ -115,9 +22,9 @@ pub enum ExpectRole {
     Any,
 }
 
-/// How the checks judge what they read (from the command line).
+/// What a target's checks ask and how they judge what they read.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct Plan {
     /// A slower PONG is `warn`.
     pub warn_latency: Duration,
     /// Send `INFO` with each PING (role, replication, memory, persistence).
@@ -137,10 +44,10 @@ pub struct Settings {
     pub names: Names,
 }
 
-impl Settings {
+impl Plan {
     /// What to ask a single server (not a cluster node) each check.
-    pub fn asks(&self) -> Asks {
-        Asks {
+    pub fn commands(&self) -> Commands {
+        Commands {
             cluster_info: false,
             info: self.state,
             write: self.write_key.clone().map(|key| (key, self.write_ttl)),
@@ -151,7 +58,7 @@ impl Settings {
 
 /// What one check sends a server besides PING, all pipelined on its connection.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Asks {
+pub struct Commands {
     /// `CLUSTER INFO` (cluster nodes).
     pub cluster_info: bool,
     /// `INFO server replication persistence memory`.
@@ -205,7 +112,7 @@ impl Replies {
 
 /// Turns one server's replies into an outcome per named check. While the server does not
 /// answer PING only `redis:responseTime` is reported: the state checks cannot look.
-pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings: &Settings) -> Observation {
+pub fn evaluate(key: String, id: String, replies: Replies, commands: &Commands, plan: &Plan) -> Report {
     let at = replies.at;
     let outcome = |result| Outcome { at, result };
     let ping = replies.ping.and_then(|rtt| match replies.cluster_info {
@@ -216,13 +123,13 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
         None => Ok(rtt),
     });
     let answered = ping.is_ok();
-    let names = &settings.names;
+    let names = &plan.names;
     let mut outcomes = vec![(
         names.response_time,
-        outcome(ping.map(|rtt| response_time(rtt, settings))),
+        outcome(ping.map(|rtt| response_time(rtt, plan))),
     )];
     if !answered {
-        return Observation {
+        return Report {
             key,
             id,
             outcomes,
@@ -235,11 +142,11 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
         InfoReply::Text(text) => {
             let info = Info::parse(&text);
             run = info.run_id.clone().map(|id| (id, info.uptime_in_seconds));
-            outcomes.push((names.role, outcome(role(&info, settings))));
+            outcomes.push((names.role, outcome(role(&info, plan))));
             if info.role == Some(Role::Replica) {
-                outcomes.push((names.replication, outcome(replication(&info, settings))));
+                outcomes.push((names.replication, outcome(replication(&info, plan))));
             }
-            outcomes.push((names.memory, outcome(memory(&info, settings))));
+            outcomes.push((names.memory, outcome(memory(&info, plan))));
             outcomes.push((names.persistence, outcome(persistence(&info))));
         }
         InfoReply::Denied(reason) | InfoReply::Failed(reason) => {
@@ -247,7 +154,7 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
             for name in [names.role, names.memory, names.persistence] {
                 outcomes.push((
                     name,
-                    outcome(Ok(Reading::warn(Observed::Nothing, unknown.clone()))),
+                    outcome(Ok(Reading::warn(ObservedValue::Nothing, unknown.clone()))),
                 ));
             }
         }
@@ -255,22 +162,22 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
     if let Some(write) = replies.write {
         outcomes.push((
             names.writable,
-            outcome(write.map(|rtt| Reading::pass(Observed::RoundTrip(rtt)))),
+            outcome(write.map(|rtt| Reading::pass(ObservedValue::RoundTrip(rtt)))),
         ));
     }
-    if let (Some(exists), Some(key)) = (replies.drain, &asks.drain) {
+    if let (Some(exists), Some(key)) = (replies.drain, &commands.drain) {
         let result = match exists {
             Ok(true) => Err(Failure::Error(format!("drained: key {key} exists"))),
-            Ok(false) => Ok(Reading::pass(Observed::Text("not drained".into()))),
+            Ok(false) => Ok(Reading::pass(ObservedValue::Text("not drained".into()))),
             // A drain key that cannot be read must not take the server out of rotation.
             Err(failure) => Ok(Reading::warn(
-                Observed::Nothing,
+                ObservedValue::Nothing,
                 format!("cannot read the drain key {key}: {failure}"),
             )),
         };
         outcomes.push((names.drain, outcome(result)));
     }
-    Observation {
+    Report {
         key,
         id,
         outcomes,
@@ -279,21 +186,21 @@ pub fn evaluate(key: String, id: String, replies: Replies, asks: &Asks, settings
 }
 
 /// True when the server answered the PING (and, for a cluster, said `cluster_state:ok`).
-pub fn answered(observation: &Observation) -> bool {
-    observation
+pub fn answered(report: &Report) -> bool {
+    report
         .outcomes
         .iter()
         .any(|(name, o)| measurement(name) == measurement(RESPONSE_TIME) && o.result.is_ok())
 }
 
 /// `redis:responseTime`: a PONG, `warn` when slower than `--warn-latency`.
-fn response_time(rtt: Duration, settings: &Settings) -> Reading {
-    let value = Observed::RoundTrip(rtt);
-    if rtt > settings.warn_latency {
+fn response_time(rtt: Duration, plan: &Plan) -> Reading {
+    let value = ObservedValue::RoundTrip(rtt);
+    if rtt > plan.warn_latency {
         let warning = format!(
             "slow PONG: {} is over the warn latency {}",
             format_ms(rtt),
-            humantime::format_duration(settings.warn_latency)
+            humantime::format_duration(plan.warn_latency)
         );
         Reading::warn(value, warning)
     } else {
@@ -303,20 +210,23 @@ fn response_time(rtt: Duration, settings: &Settings) -> Reading {
 
 /// `redis:role`: the role against `--expect-role`, or against the topology (a server that
 /// Sentinel or the cluster calls a master but that says it is a replica is mid-failover).
-fn role(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
+fn role(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     let Some(role) = info.role else {
-        return Ok(Reading::warn(Observed::Nothing, "INFO has no role field".into()));
+        return Ok(Reading::warn(
+            ObservedValue::Nothing,
+            "INFO has no role field".into(),
+        ));
     };
     let described = match (role, &info.master) {
         (Role::Replica, Some(master)) => format!("replica of {master}"),
         _ => role.as_str().to_owned(),
     };
-    let expected = match (settings.master_by_topology, settings.expect_role) {
+    let expected = match (plan.master_by_topology, plan.expect_role) {
         (Some(_), _) | (None, ExpectRole::Master) => Some(Role::Master),
         (None, ExpectRole::Replica) => Some(Role::Replica),
         (None, ExpectRole::Any) => None,
     };
-    match (expected, settings.master_by_topology) {
+    match (expected, plan.master_by_topology) {
         (Some(expected), Some(by)) if expected != role => Err(Failure::Error(format!(
             "role is {described}, but {by} names it the master: a failover is in progress"
         ))),
@@ -324,16 +234,16 @@ fn role(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
             "role is {described}, expected {}",
             expected.as_str()
         ))),
-        _ => Ok(Reading::pass(Observed::Text(role.as_str().to_owned()))),
+        _ => Ok(Reading::pass(ObservedValue::Text(role.as_str().to_owned()))),
     }
 }
 
 /// `redis:replication` (replicas only): the link to the master is up and no full sync runs.
 /// A broken link is `fail` when a replica is expected, else `warn` (stale reads).
-fn replication(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
+fn replication(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     let link = info.master_link_status.as_deref().unwrap_or("unknown");
     if link == "up" && !info.master_sync_in_progress {
-        return Ok(Reading::pass(Observed::Text("up".into())));
+        return Ok(Reading::pass(ObservedValue::Text("up".into())));
     }
     let mut fields = vec![format!("master_link_status:{link}")];
     if let Some(since) = info.master_link_down_since_seconds.filter(|_| link != "up") {
@@ -347,31 +257,31 @@ fn replication(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
         "{}: reads from this replica of {master} may be stale",
         fields.join(", ")
     );
-    if settings.expect_role == ExpectRole::Replica {
+    if plan.expect_role == ExpectRole::Replica {
         Err(Failure::Error(problem))
     } else {
-        Ok(Reading::warn(Observed::Text(link.to_owned()), problem))
+        Ok(Reading::warn(ObservedValue::Text(link.to_owned()), problem))
     }
 }
 
 /// `redis:memory`: used memory as a percentage of `maxmemory` (bytes without a limit). Only
 /// `noeviction` makes a full Redis refuse writes, so only it is `warn` near or over the limit.
-fn memory(info: &Info, settings: &Settings) -> Result<Reading, Failure> {
+fn memory(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     let Some(used) = info.used_memory else {
         return Ok(Reading::warn(
-            Observed::Nothing,
+            ObservedValue::Nothing,
             "INFO has no used_memory field".into(),
         ));
     };
     let limit = info.maxmemory.unwrap_or(0);
     if limit == 0 {
-        return Ok(Reading::pass(Observed::Bytes(used)));
+        return Ok(Reading::pass(ObservedValue::Bytes(used)));
     }
     // Exact below 2^53, which no Redis reaches.
     let percent = used as f64 * 100.0 / limit as f64;
-    let value = Observed::Percent(percent);
+    let value = ObservedValue::Percent(percent);
     let policy = info.maxmemory_policy.as_deref().unwrap_or("unknown");
-    if policy != "noeviction" || percent < settings.warn_memory {
+    if policy != "noeviction" || percent < plan.warn_memory {
         return Ok(Reading::pass(value));
     }
     let warning = if used > limit {
@@ -401,13 +311,16 @@ fn persistence(info: &Info) -> Result<Reading, Failure> {
     if failed.is_empty() {
         let known = info.persistence.len() == PERSISTENCE_FIELDS.len();
         return Ok(if known {
-            Reading::pass(Observed::Text("ok".into()))
+            Reading::pass(ObservedValue::Text("ok".into()))
         } else {
-            Reading::warn(Observed::Nothing, "INFO has no persistence status fields".into())
+            Reading::warn(
+                ObservedValue::Nothing,
+                "INFO has no persistence status fields".into(),
+            )
         });
     }
     Ok(Reading::warn(
-        Observed::Text("err".into()),
+        ObservedValue::Text("err".into()),
         format!("{}: the last save or append-only write failed", failed.join(", ")),
     ))
 }
@@ -425,9 +338,10 @@ fn mib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{DRAIN, MEMORY, PERSISTENCE, REPLICATION, ROLE, WRITABLE};
 
-    fn settings() -> Settings {
-        Settings {
+    fn plan() -> Plan {
+        Plan {
             warn_latency: Duration::from_millis(100),
             state: true,
             expect_role: ExpectRole::Any,
@@ -437,18 +351,6 @@ mod tests {
             write_ttl: Duration::from_secs(3),
             drain_key: None,
             names: Names::DEFAULT,
-        }
-    }
-
-    #[test]
-    fn a_target_names_its_checks() {
-        assert_eq!(Names::for_target(DEFAULT_TARGET), Names::DEFAULT);
-        let cache = Names::for_target("cache");
-        assert_eq!(cache.target, "cache");
-        assert_eq!(cache.all()[0], "cache:responseTime");
-        assert_eq!(cache.drain, "cache:drain");
-        for (default, named) in Names::DEFAULT.all().iter().zip(cache.all()) {
-            assert_eq!(measurement(default), measurement(named));
         }
     }
 
@@ -464,8 +366,8 @@ mod tests {
     }
 
     /// `(check, Ok(warning) | Err(failure))` per outcome.
-    fn judged(observation: &Observation) -> Vec<(&'static str, Result<Option<String>, String>)> {
-        observation
+    fn judged(report: &Report) -> Vec<(&'static str, Result<Option<String>, String>)> {
+        report
             .outcomes
             .iter()
             .map(|(name, o)| {
@@ -478,14 +380,14 @@ mod tests {
             .collect()
     }
 
-    fn judge(info: &str, settings: &Settings) -> Vec<(&'static str, Result<Option<String>, String>)> {
-        let asks = settings.asks();
+    fn judge(info: &str, plan: &Plan) -> Vec<(&'static str, Result<Option<String>, String>)> {
+        let commands = plan.commands();
         judged(&evaluate(
             String::new(),
             "id".into(),
             replies(info),
-            &asks,
-            settings,
+            &commands,
+            plan,
         ))
     }
 
@@ -494,16 +396,16 @@ mod tests {
 
     #[test]
     fn a_healthy_master_passes_every_state_check() {
-        let observation = evaluate(
+        let report = evaluate(
             String::new(),
             "id".into(),
             replies(MASTER),
-            &Asks::default(),
-            &settings(),
+            &Commands::default(),
+            &plan(),
         );
-        assert_eq!(observation.run, Some(("abc".into(), Some(5))));
+        assert_eq!(report.run, Some(("abc".into(), Some(5))));
         assert_eq!(
-            judged(&observation),
+            judged(&report),
             [
                 (RESPONSE_TIME, Ok(None)),
                 (ROLE, Ok(None)),
@@ -512,8 +414,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            observation.outcomes[2].1.result.as_ref().unwrap().value,
-            Observed::Bytes(1000)
+            report.outcomes[2].1.result.as_ref().unwrap().value,
+            ObservedValue::Bytes(1000)
         );
     }
 
@@ -523,9 +425,9 @@ mod tests {
             "role:master",
             "role:slave\r\nmaster_host:10.0.0.7\r\nmaster_port:6379\r\nmaster_link_status:up",
         );
-        let expect_master = Settings {
+        let expect_master = Plan {
             expect_role: ExpectRole::Master,
-            ..settings()
+            ..plan()
         };
         assert_eq!(
             judge(&replica, &expect_master)[1],
@@ -534,9 +436,9 @@ mod tests {
                 Err("role is replica of 10.0.0.7:6379, expected master".into())
             )
         );
-        let sentinel = Settings {
+        let sentinel = Plan {
             master_by_topology: Some("Sentinel"),
-            ..settings()
+            ..plan()
         };
         assert_eq!(
             judge(&replica, &sentinel)[1],
@@ -545,9 +447,9 @@ mod tests {
                 Err("role is replica of 10.0.0.7:6379, but Sentinel names it the master: a failover is in progress".into())
             )
         );
-        let expect_replica = Settings {
+        let expect_replica = Plan {
             expect_role: ExpectRole::Replica,
-            ..settings()
+            ..plan()
         };
         assert_eq!(
             judge(MASTER, &expect_replica)[1],
@@ -567,13 +469,10 @@ mod tests {
         let problem =
             "master_link_status:down, master_link_down_since_seconds:12: reads from this replica of \
                        10.0.0.7:6379 may be stale";
-        assert_eq!(
-            judge(&stale, &settings())[2],
-            (REPLICATION, Ok(Some(problem.into())))
-        );
-        let expect_replica = Settings {
+        assert_eq!(judge(&stale, &plan())[2], (REPLICATION, Ok(Some(problem.into()))));
+        let expect_replica = Plan {
             expect_role: ExpectRole::Replica,
-            ..settings()
+            ..plan()
         };
         assert_eq!(
             judge(&stale, &expect_replica)[2],
@@ -583,7 +482,7 @@ mod tests {
             .replace("master_link_status:down", "master_link_status:up")
             .replace("master_sync_in_progress:0", "master_sync_in_progress:1");
         assert_eq!(
-            judge(&syncing, &settings())[2],
+            judge(&syncing, &plan())[2],
             (
                 REPLICATION,
                 Ok(Some(
@@ -601,7 +500,7 @@ mod tests {
             .replace("used_memory:1000", "used_memory:1363149")
             .replace("maxmemory:0", "maxmemory:1048576");
         assert_eq!(
-            judge(&full, &settings())[2],
+            judge(&full, &plan())[2],
             (
                 MEMORY,
                 Ok(Some(
@@ -611,7 +510,7 @@ mod tests {
         );
         let near = full.replace("used_memory:1363149", "used_memory:996147");
         assert_eq!(
-            judge(&near, &settings())[2],
+            judge(&near, &plan())[2],
             (
                 MEMORY,
                 Ok(Some(
@@ -620,20 +519,20 @@ mod tests {
                 ))
             )
         );
-        let lax = Settings {
+        let lax = Plan {
             warn_memory: 96.0,
-            ..settings()
+            ..plan()
         };
         assert_eq!(judge(&near, &lax)[2], (MEMORY, Ok(None)));
         let evicting = full.replace("noeviction", "allkeys-lru");
-        assert_eq!(judge(&evicting, &settings())[2], (MEMORY, Ok(None)));
+        assert_eq!(judge(&evicting, &plan())[2], (MEMORY, Ok(None)));
     }
 
     #[test]
     fn persistence_errors_warn_naming_the_field() {
         let failed = MASTER.replace("rdb_last_bgsave_status:ok", "rdb_last_bgsave_status:err");
         assert_eq!(
-            judge(&failed, &settings())[3],
+            judge(&failed, &plan())[3],
             (
                 PERSISTENCE,
                 Ok(Some(
@@ -647,9 +546,9 @@ mod tests {
     fn a_failed_ping_reports_only_the_response_time() {
         let mut replies = replies(MASTER);
         replies.ping = Err(Failure::Error("Connection refused".into()));
-        let observation = evaluate(String::new(), "id".into(), replies, &Asks::default(), &settings());
+        let report = evaluate(String::new(), "id".into(), replies, &Commands::default(), &plan());
         assert_eq!(
-            judged(&observation),
+            judged(&report),
             [(RESPONSE_TIME, Err("Connection refused".into()))]
         );
     }
@@ -659,12 +558,12 @@ mod tests {
         let mut replies = replies("");
         replies.info =
             InfoReply::Denied("NOPERM this user has no permissions to run the 'info' command".into());
-        let observation = evaluate(String::new(), "id".into(), replies, &Asks::default(), &settings());
+        let report = evaluate(String::new(), "id".into(), replies, &Commands::default(), &plan());
         let warning =
             "not checked: INFO failed: NOPERM this user has no permissions to run the 'info' command"
                 .to_owned();
         assert_eq!(
-            judged(&observation),
+            judged(&report),
             [
                 (RESPONSE_TIME, Ok(None)),
                 (ROLE, Ok(Some(warning.clone()))),
@@ -676,18 +575,18 @@ mod tests {
 
     #[test]
     fn writes_and_the_drain_key_are_judged_from_their_replies() {
-        let settings = Settings {
+        let plan = Plan {
             write_key: Some("redis-healthd:h".into()),
             drain_key: Some("drain".into()),
-            ..settings()
+            ..plan()
         };
         let mut replies = replies(MASTER);
         replies.write = Some(Err(Failure::Error(
             "READONLY You can't write against a read only replica.".into(),
         )));
         replies.drain = Some(Ok(true));
-        let observation = evaluate(String::new(), "id".into(), replies, &settings.asks(), &settings);
-        let judged = judged(&observation);
+        let report = evaluate(String::new(), "id".into(), replies, &plan.commands(), &plan);
+        let judged = judged(&report);
         assert_eq!(
             judged[4..],
             [

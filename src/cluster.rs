@@ -14,10 +14,10 @@ use futures_util::future::{join_all, select_all};
 use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info, warn};
 
-use crate::checks::{evaluate, Asks, Replies, Settings};
+use crate::checks::{evaluate, Commands, Plan, Replies};
 use crate::config::{Config, Target};
 use crate::connection::{Connection, Event};
-use crate::health::{Failure, Observation};
+use crate::health::{Failure, Report};
 
 /// The cluster as the probe sees it: the seed nodes from the URL, the primaries once known,
 /// and a connection to each of them.
@@ -55,14 +55,16 @@ impl Primary {
     /// What to ask this primary: `CLUSTER INFO` always; the write key with a hash tag that
     /// lands in one of its own slots (a key it does not own would answer `MOVED`); the drain
     /// key only on the primary that owns it.
-    fn asks(&self, settings: &Settings) -> Asks {
-        let mut asks = settings.asks();
-        asks.cluster_info = true;
-        asks.write = asks
+    fn commands(&self, plan: &Plan) -> Commands {
+        let mut commands = plan.commands();
+        commands.cluster_info = true;
+        commands.write = commands
             .write
             .and_then(|(_, ttl)| Some((self.write_key.clone()?, ttl)));
-        asks.drain = asks.drain.filter(|key| self.owns(redis_keyslot(key.as_bytes())));
-        asks
+        commands.drain = commands
+            .drain
+            .filter(|key| self.owns(redis_keyslot(key.as_bytes())));
+        commands
     }
 
     /// `key{tag}` with the first numeric tag whose slot this primary owns.
@@ -121,7 +123,7 @@ impl Cluster {
     /// One check: the topology, then every primary (or, before any node has named the
     /// primaries, every seed) checked concurrently. A check takes up to twice the budget when
     /// the node asked for the topology stops answering; otherwise one.
-    pub async fn check(&mut self, settings: &Settings) -> Vec<Observation> {
+    pub async fn check(&mut self, plan: &Plan) -> Vec<Report> {
         let discovered = tokio::time::timeout(self.config.timeout, self.discover())
             .await
             .unwrap_or_else(|_| Err(Failure::Timeout(self.config.timeout).to_string()));
@@ -136,26 +138,26 @@ impl Cluster {
             }
         };
         // Before the topology is known only PING and CLUSTER INFO can go to the seeds.
-        let targets: Vec<(Server, Asks)> = match &self.primaries {
+        let targets: Vec<(Server, Commands)> = match &self.primaries {
             Some(primaries) => primaries
                 .iter()
-                .map(|p| (p.server.clone(), p.asks(settings)))
+                .map(|p| (p.server.clone(), p.commands(plan)))
                 .collect(),
             None => self
                 .seeds
                 .iter()
                 .map(|seed| {
-                    let asks = Asks {
+                    let commands = Commands {
                         cluster_info: true,
-                        ..Asks::default()
+                        ..Commands::default()
                     };
-                    (seed.clone(), asks)
+                    (seed.clone(), commands)
                 })
                 .collect(),
         };
         let checks = self.nodes.iter_mut().filter_map(|(k, connection)| {
-            let (_, asks) = targets.iter().find(|(server, _)| key(server) == *k)?;
-            Some(async move { (k.clone(), connection.check_once(asks).await) })
+            let (_, commands) = targets.iter().find(|(server, _)| key(server) == *k)?;
+            Some(async move { (k.clone(), connection.check_once(commands).await) })
         });
         let mut replies: BTreeMap<String, Replies> = join_all(checks).await.into_iter().collect();
         self.healthy = targets
@@ -165,7 +167,7 @@ impl Cluster {
             .collect();
         targets
             .into_iter()
-            .map(|(server, asks)| {
+            .map(|(server, commands)| {
                 let mut node = replies.remove(&key(&server)).unwrap_or_else(|| {
                     Replies::failed(
                         SystemTime::now(),
@@ -182,8 +184,8 @@ impl Cluster {
                     key(&server),
                     self.target.redis.server_url(&server),
                     node,
-                    &asks,
-                    settings,
+                    &commands,
+                    plan,
                 )
             })
             .collect()

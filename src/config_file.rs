@@ -1,13 +1,14 @@
 //! The `--config` file: TOML, one `[[target]]` table per Redis target. A pure parser (serde
 //! with `deny_unknown_fields` over the `toml` crate, no I/O): every error names the target (by
-//! its `name`, else its position) and the key. Values are checked further where the daemon's
-//! flags are (`config.rs`), with the same rules.
+//! its `name`, else its position) and the key. Values are checked further by the same code
+//! as the daemon's flags ([`crate::config::target`]).
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use crate::checks::ExpectRole;
+use crate::names::{check_target_name, is_target_name};
 
 /// One `[[target]]` table. Only `name` and `url` are required; every other key overrides the
 /// flag of the same meaning for this target.
@@ -83,6 +84,8 @@ impl std::fmt::Display for FileError {
     }
 }
 
+impl std::error::Error for FileError {}
+
 /// The target tables of a config file, in order. Names are checked for shape and
 /// uniqueness here; the other values where the flags are.
 pub fn parse(text: &str) -> Result<Vec<FileTarget>, FileError> {
@@ -104,7 +107,7 @@ pub fn parse(text: &str) -> Result<Vec<FileTarget>, FileError> {
         let label = value
             .get("name")
             .and_then(toml::Value::as_str)
-            .filter(|name| valid_name(name))
+            .filter(|name| is_target_name(name))
             .map_or_else(|| format!("#{}", index + 1), |name| format!("{name:?}"));
         let target: FileTarget = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
@@ -119,7 +122,7 @@ pub fn parse(text: &str) -> Result<Vec<FileTarget>, FileError> {
                 message,
             }
         })?;
-        if let Err(message) = check_name(&target.name) {
+        if let Err(message) = check_target_name(&target.name) {
             return Err(FileError {
                 target: Some(label),
                 key: Some("name".into()),
@@ -136,26 +139,6 @@ pub fn parse(text: &str) -> Result<Vec<FileTarget>, FileError> {
         targets.push(target);
     }
     Ok(targets)
-}
-
-/// A target name: `[a-z0-9_-]+`, at most 64 bytes (it goes into check names, label values and
-/// URL paths).
-pub fn check_name(name: &str) -> Result<(), String> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a target name: use 1 to 64 of a-z, 0-9, _ and -"
-        ))
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

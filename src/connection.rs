@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 use tracing::{debug, info};
 
-use crate::checks::{Asks, InfoReply, Replies};
+use crate::checks::{Commands, InfoReply, Replies};
 use crate::config::Config;
 use crate::health::Failure;
 
@@ -118,13 +118,13 @@ impl Connection {
         })
     }
 
-    /// PINGs once, with what `asks` adds sent alongside on the same connection (pipelined, so
+    /// PINGs once, with what `commands` adds sent alongside on the same connection (pipelined, so
     /// a check is still one round trip), everything bounded by the check budget.
     ///
     /// While the client knows the connection is down (a connection error since the last
     /// connect), the check fails at once with that error: fred would otherwise queue the PING
     /// until its next reconnect attempt and the crash would show only as a timeout.
-    pub async fn check_once(&mut self, asks: &Asks) -> Replies {
+    pub async fn check_once(&mut self, commands: &Commands) -> Replies {
         let at = SystemTime::now();
         if let Some(failure) = self.known_failure().await {
             return Replies::failed(at, failure);
@@ -136,13 +136,13 @@ impl Connection {
             (reply, started.elapsed())
         };
         let cluster_info = async {
-            if asks.cluster_info {
+            if commands.cluster_info {
                 Some(self.query::<String>("CLUSTER", &["INFO"]).await)
             } else {
                 None
             }
         };
-        let ask_info = asks.info && self.info_denied.is_none();
+        let ask_info = commands.info && self.info_denied.is_none();
         let info = async {
             if ask_info {
                 Some(self.info().await)
@@ -151,7 +151,7 @@ impl Connection {
             }
         };
         let write = async {
-            let (key, ttl) = asks.write.as_ref()?;
+            let (key, ttl) = commands.write.as_ref()?;
             let started = Instant::now();
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             let set = CustomCommand::new_static("SET", ClusterHash::FirstKey, false);
@@ -165,7 +165,7 @@ impl Connection {
             Some(reply.map(|_| started.elapsed()))
         };
         let drain = async {
-            let key = asks.drain.as_ref()?;
+            let key = commands.drain.as_ref()?;
             let exists = CustomCommand::new_static("EXISTS", ClusterHash::FirstKey, false);
             let reply = Box::pin(client.custom::<i64, _>(exists, vec![Value::from(key.as_str())])).await;
             Some(reply.map(|n| n > 0))

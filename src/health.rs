@@ -47,17 +47,17 @@ pub struct Outcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reading {
     /// The document's `observedValue` (and `observedUnit`).
-    pub value: Observed,
+    pub value: ObservedValue,
     /// Why the reading is `warn` rather than `pass`, if it is.
     pub warning: Option<String>,
 }
 
 impl Reading {
-    pub fn pass(value: Observed) -> Self {
+    pub fn pass(value: ObservedValue) -> Self {
         Self { value, warning: None }
     }
 
-    pub fn warn(value: Observed, warning: String) -> Self {
+    pub fn warn(value: ObservedValue, warning: String) -> Self {
         Self {
             value,
             warning: Some(warning),
@@ -67,7 +67,7 @@ impl Reading {
 
 /// An observed value, with its unit.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Observed {
+pub enum ObservedValue {
     /// A round trip, shown in milliseconds.
     RoundTrip(Duration),
     /// A share of a limit (used memory of `maxmemory`).
@@ -79,30 +79,30 @@ pub enum Observed {
     Nothing,
 }
 
-impl Observed {
+impl ObservedValue {
     /// The value for people: `0.264 ms`, `95.0 %`, `1.0 MiB`, `master`; `None` for nothing.
     pub fn describe(&self) -> Option<String> {
         match self {
-            Observed::RoundTrip(d) => Some(format!("{} ms", millis(*d))),
-            Observed::Percent(p) => Some(format!("{p:.1} %")),
-            Observed::Bytes(b) => Some(format!("{:.1} MiB", *b as f64 / (1024.0 * 1024.0))),
-            Observed::Text(t) => Some(t.clone()),
-            Observed::Nothing => None,
+            ObservedValue::RoundTrip(d) => Some(format!("{} ms", millis(*d))),
+            ObservedValue::Percent(p) => Some(format!("{p:.1} %")),
+            ObservedValue::Bytes(b) => Some(format!("{:.1} MiB", *b as f64 / (1024.0 * 1024.0))),
+            ObservedValue::Text(t) => Some(t.clone()),
+            ObservedValue::Nothing => None,
         }
     }
 
     /// The round trip, for the latency metrics.
     pub fn round_trip(&self) -> Option<Duration> {
         match self {
-            Observed::RoundTrip(d) => Some(*d),
+            ObservedValue::RoundTrip(d) => Some(*d),
             _ => None,
         }
     }
 }
 
-/// What one check round found on one component (a server): an outcome per named check.
+/// What one server reported in one check round: an outcome per named check.
 #[derive(Clone, Debug)]
-pub struct Observation {
+pub struct Report {
     /// What the component's thresholds are tracked under (stable across a Sentinel failover).
     pub key: String,
     /// The component's `componentId` (never a secret).
@@ -257,10 +257,10 @@ impl Verdict {
     /// The components of every target's check measuring what `check` does (`redis:responseTime`
     /// finds `cache:responseTime` too); none when no such check was reported.
     pub fn components_of<'a>(&'a self, check: &'a str) -> impl Iterator<Item = &'a Component> {
-        let measurement = crate::checks::measurement(check);
+        let measurement = crate::names::measurement(check);
         self.checks
             .iter()
-            .filter(move |c| crate::checks::measurement(c.name) == measurement)
+            .filter(move |c| crate::names::measurement(c.name) == measurement)
             .flat_map(|c| c.components.iter())
     }
 
@@ -345,7 +345,7 @@ pub(crate) mod fixtures {
 
     /// A PONG after `ms`, a warning past 100 ms (as `redis:responseTime` judges it).
     pub fn ok(ms: u64) -> Outcome {
-        let value = Observed::RoundTrip(Duration::from_millis(ms));
+        let value = ObservedValue::RoundTrip(Duration::from_millis(ms));
         Outcome {
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             result: Ok(match ms {

@@ -2,50 +2,72 @@
 //! target on an interval; the verdict is cached and served over HTTP, so a probe never touches
 //! Redis.
 //!
-//! - [`config`]: the command line (flags with env twins), the targets (`--redis-url`,
-//!   `--target`, or a `--config` file that [`config_file`] parses), validation, redaction of
-//!   secrets; [`credentials`] reads the password file at every (re)connection; [`tls`] builds
-//!   the rustls configuration for `rediss://` and reads its files again at every handshake.
-//! - [`probe`]: one check loop per target, and the publisher that merges their rounds into
-//!   [`snapshot::Snapshot`]s; [`connection`] is the only code that talks to Redis (one fred
-//!   client per server: PING with INFO, SET and EXISTS pipelined alongside, reconnections
-//!   spread by jitter), [`cluster`] keeps one per node of a Redis Cluster and reads its
-//!   topology.
-//! - [`checks`]: the named checks (`<target>:responseTime`, `<target>:role`, ...): what to ask
-//!   a server and how its replies become outcomes, no I/O; [`info`] parses the `INFO` and
-//!   `CLUSTER INFO` text they read.
-//! - [`health`]: plain data: thresholds, staleness, the verdict, what each endpoint answers.
-//! - [`snapshot`]: the verdict rendered once per round (health+json, kube-style text, the
-//!   status page from [`page`]).
-//! - [`http`]: the accept loop and `route`, answering from the latest snapshot;
-//!   [`admission`] decides which connections it keeps when full.
+//! Start-up, from the command line to a running daemon:
+//! - [`cli`]: the clap structs (every flag has an env twin), turned into clap-free
+//!   descriptions, each value with where it was given. Nothing else uses clap.
+//! - [`config`]: the validated [`config::Config`]: one [`config::TargetSpec`] per target
+//!   (from `--redis-url`, `--target`, or a `[[target]]` of the `--config` file that
+//!   [`config_file`] parses), each checked by the same code; [`error`]: the
+//!   [`error::ConfigError`] that names the flag, variable or file key at fault.
+//! - [`address`]: where a target's Redis is and how to log in, redacted for every output;
+//!   [`credentials`]: the password file, read at every (re)connection; [`tls`]: the rustls
+//!   configuration for `rediss://`, its files read again at every handshake. Each has its own
+//!   error type.
+//!
+//! The verdict, no I/O:
+//! - [`names`]: check names (`<target>:<measurement>`), depending on nothing.
+//! - [`checks`]: what a target's checks ask ([`checks::Plan`], [`checks::Commands`]) and how
+//!   replies become outcomes; [`info`] parses the `INFO` and `CLUSTER INFO` text they read.
+//! - [`health`]: the verdict model: outcomes, trackers with thresholds, the verdict.
+//!
+//! Talking to Redis:
+//! - [`connection`]: the only code that talks to Redis (one fred client per server: PING with
+//!   INFO, SET and EXISTS pipelined alongside, reconnections spread by jitter); [`cluster`]
+//!   keeps one per node of a Redis Cluster and reads its topology.
+//! - [`monitor`]: one check loop per target, and the publisher that merges their rounds into
+//!   [`snapshot::Snapshot`]s.
+//!
+//! Serving the verdict, from the one snapshot:
+//! - [`snapshot`]: the bodies rendered once per round: [`document`] (health+json), [`kube`]
+//!   (the kube-apiserver's `?verbose` text and its conditions), [`page`] (the status page).
+//! - [`view`]: what each endpoint answers from the latest snapshot at a given moment.
+//! - [`http`]: the accept loop and the routing; [`admission`] decides which connections stay
+//!   when full.
 //! - [`metrics`]: the Prometheus registry (recorded by the loops, encoded per scrape), every
 //!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics.
-//! - [`check`]: the `check` subcommand, a one-shot HTTP probe for container health checks;
-//!   [`isready`]: the `probe` subcommand, pg_isready for Redis (the daemon's checks, once).
+//!
+//! The subcommands, [`cmd::check`] (ask a running daemon) and [`cmd::probe`] (pg_isready for
+//! Redis, the daemon's checks once), and every exit code, [`exit`].
 //!
 //! Data flows one way: each target's loop sends its rounds to the publisher, the only writer
 //! of a `watch` channel of immutable snapshots (bodies pre-rendered); every request reads the
 //! latest one and compares its age with max-age.
 
+pub mod address;
 pub mod admission;
-pub mod check;
 pub mod checks;
+pub mod cli;
 pub mod cluster;
+pub mod cmd;
 pub mod config;
 pub mod config_file;
 pub mod connection;
 pub mod credentials;
+pub mod document;
+pub mod error;
+pub mod exit;
 pub mod health;
 pub mod http;
 pub mod info;
-pub mod isready;
+pub mod kube;
 pub mod metrics;
+pub mod monitor;
+pub mod names;
 pub mod page;
-pub mod probe;
 pub mod process;
 pub mod snapshot;
 pub mod tls;
+pub mod view;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,7 +104,7 @@ pub async fn run(
     for notice in &config.notices {
         info!("{notice}");
     }
-    let description = probe::description(&config);
+    let description = monitor::description(&config);
     let pending: Vec<&'static str> = config
         .targets
         .iter()
@@ -102,15 +124,15 @@ pub async fn run(
         config.max_age,
         metrics.clone(),
     ));
-    let probes = config
+    let servers = config
         .targets
         .iter()
-        .map(|target| probe::Probe::start(&config, target, metrics.connection_errors(target.name)))
+        .map(|target| monitor::Servers::start(&config, target, metrics.connection_errors(target.name)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     info!(
         listen = %listener.local_addr()?,
         redis = %config.targets.iter().map(|t| match t.name {
-            checks::DEFAULT_TARGET => t.redis.to_string(),
+            names::DEFAULT_TARGET => t.redis.to_string(),
             name => format!("{name}={}", t.redis),
         }).collect::<Vec<_>>().join(","),
         interval = %humantime::format_duration(config.interval),
@@ -126,14 +148,14 @@ pub async fn run(
         }
     });
     let (rounds_tx, rounds_rx) = mpsc::channel(config.targets.len() * 2);
-    let checks: Vec<_> = probes
+    let loops: Vec<_> = servers
         .into_iter()
         .enumerate()
-        .map(|(index, probe)| {
-            tokio::spawn(probe::run(
+        .map(|(index, servers)| {
+            tokio::spawn(monitor::run(
                 config.clone(),
                 index,
-                probe,
+                servers,
                 metrics.clone(),
                 rounds_tx.clone(),
                 reconnects_rx.clone(),
@@ -142,7 +164,7 @@ pub async fn run(
         })
         .collect();
     drop(rounds_tx);
-    let publisher = tokio::spawn(probe::publish(config.clone(), rounds_rx, metrics, snapshot_tx));
+    let publisher = tokio::spawn(monitor::publish(config.clone(), rounds_rx, metrics, snapshot_tx));
     let max_connections = config.max_connections as usize;
     let server = tokio::spawn(http::serve(listener, state.clone(), max_connections, stop_rx));
 
@@ -152,9 +174,9 @@ pub async fn run(
     stop_tx.send_replace(true);
     server.await?;
     forward.abort();
-    let mut quits = Vec::with_capacity(checks.len());
-    for check in checks {
-        quits.push(check.await?.quit(QUIT_BUDGET));
+    let mut quits = Vec::with_capacity(loops.len());
+    for done in loops {
+        quits.push(done.await?.quit(QUIT_BUDGET));
     }
     futures_util::future::join_all(quits).await;
     publisher.await?;

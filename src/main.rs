@@ -1,14 +1,16 @@
 //! The binary: parse the command line, set up logging, run the daemon or a subcommand
-//! (`check`, `probe`), and turn the outcome into an exit code (daemon: 0 clean, 1 failure,
-//! 2 usage; `probe`: 0 usable, 1 not usable, 2 no answer, 3 no attempt).
+//! (`check`, `probe`), and turn the outcome into an exit code ([`Exit`], [`ProbeExit`]).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::error::ErrorKind;
-use redis_healthd::config::{Cli, Command, Config, LogFormat};
-use redis_healthd::{check, http, isready};
+use redis_healthd::cli::{Cli, Command};
+use redis_healthd::cmd::{check, probe};
+use redis_healthd::config::{Config, LogFormat};
+use redis_healthd::exit::{Exit, ProbeExit};
+use redis_healthd::http;
 use tokio::sync::Notify;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -18,15 +20,13 @@ fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
-            // pg_isready's convention for `probe`: 3 means no attempt was made.
-            let probe = std::env::args_os().nth(1).is_some_and(|a| a == "probe");
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-                _ if probe => 3,
-                _ => 2,
-            };
+            let probing = std::env::args_os().nth(1).is_some_and(|a| a == "probe");
             let _ = e.print();
-            return ExitCode::from(code);
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Success.into(),
+                _ if probing => ProbeExit::NoAttempt.into(),
+                _ => Exit::Usage.into(),
+            };
         }
     };
     #[cfg(not(feature = "multi-thread-runtime"))]
@@ -37,42 +37,43 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failure.into();
         }
     };
-    if let Some(Command::Probe(args)) = &cli.command {
-        return match runtime.block_on(isready::run(args)) {
+    match cli.command {
+        Some(Command::Probe(args)) => match runtime.block_on(probe::run(&args)) {
             Ok(answer) => {
                 if let Some(output) = answer.output {
                     println!("{output}");
                 }
-                ExitCode::from(answer.code)
+                answer.code.into()
             }
             Err(e) => {
                 if !args.quiet {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {e:#}");
                 }
-                ExitCode::from(3)
+                ProbeExit::NoAttempt.into()
             }
-        };
+        },
+        Some(Command::Check(args)) => {
+            let (line, exit) = match runtime.block_on(check::run(&args)) {
+                Ok(line) => (line, Exit::Success),
+                Err(line) => (line, Exit::Failure),
+            };
+            println!("{line}");
+            exit.into()
+        }
+        None => serve(&runtime, &cli),
     }
-    if let Some(Command::Check(args)) = cli.command {
-        return match runtime.block_on(check::run(&args)) {
-            Ok(line) => {
-                println!("{line}");
-                ExitCode::SUCCESS
-            }
-            Err(line) => {
-                println!("{line}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let config = match Config::from_args(&cli.serve) {
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+fn serve(runtime: &tokio::runtime::Runtime, cli: &Cli) -> ExitCode {
+    let config = match Config::from_flags(cli.serve.flags()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     init_tracing(config.log_format);
@@ -83,10 +84,10 @@ fn main() -> ExitCode {
         redis_healthd::run(config, listener, shutdown_signal(), reconnect).await
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            Exit::Failure.into()
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The Prometheus registry and its encoding. The probe task records each check here; a scrape
 //! only reads atomics and `/proc/self`, never Redis. The classic text format (0.0.4) is the
-//! default; OpenMetrics is served when the `Accept` header asks for it.
+//! default; OpenMetrics is served when the `Accept` header commands for it.
 //!
 //! An encoded body is reused until a check completes, readiness changes, or a second passes, so
 //! a flood of scrapes costs at most one encoding (and one `/proc` read) per format per second.
@@ -19,8 +19,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::checks;
 use crate::health::{Failure, Status, Verdict};
+use crate::names::{target_of, RESPONSE_TIME};
 use crate::process::ProcessCollector;
 use crate::tls::{TargetLabel, TlsMetrics};
 
@@ -253,7 +253,7 @@ impl Metrics {
         let mut passed = 0;
         let mut failures = 0;
         let mut at = None;
-        for state in verdict.components_of(checks::RESPONSE_TIME).map(|c| &c.state) {
+        for state in verdict.components_of(RESPONSE_TIME).map(|c| &c.state) {
             let result = match (&state.outcome.result, state.latest) {
                 (Ok(_), Status::Warn) => "warn",
                 (Ok(_), _) => "pass",
@@ -298,7 +298,7 @@ impl Metrics {
         self.check_status.clear();
         for check in &verdict.checks {
             let worst = check.components.iter().map(|c| c.state.status).max();
-            let target = checks::target_of(check.name);
+            let target = target_of(check.name);
             for (status, label) in [
                 (Status::Pass, "pass"),
                 (Status::Warn, "warn"),
@@ -381,7 +381,7 @@ impl Metrics {
     }
 }
 
-/// True when an `Accept` header asks for OpenMetrics (as Prometheus does when it may).
+/// True when an `Accept` header commands for OpenMetrics (as Prometheus does when it may).
 pub fn wants_openmetrics(accept: Option<&str>) -> bool {
     accept.is_some_and(|accept| {
         accept.split(',').any(|range| {
@@ -400,7 +400,7 @@ fn epoch_seconds(at: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{Component, ComponentState, NamedCheck, Observed, Outcome, Reading};
+    use crate::health::{Component, ComponentState, NamedCheck, ObservedValue, Outcome, Reading};
 
     /// A verdict of one `check` with one component in this state.
     fn verdict(check: &'static str, result: Result<Duration, Failure>, latest: Status) -> Verdict {
@@ -410,7 +410,7 @@ mod tests {
             healthy: Some(latest != Status::Fail),
             outcome: Outcome {
                 at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-                result: result.map(|rtt| Reading::pass(Observed::RoundTrip(rtt))),
+                result: result.map(|rtt| Reading::pass(ObservedValue::RoundTrip(rtt))),
             },
             consecutive_failures: u32::from(latest == Status::Fail),
             last_success: None,
@@ -436,7 +436,7 @@ mod tests {
     }
 
     fn state(result: Result<Duration, Failure>, latest: Status) -> Verdict {
-        verdict(crate::checks::RESPONSE_TIME, result, latest)
+        verdict(crate::names::RESPONSE_TIME, result, latest)
     }
 
     proptest::proptest! {

@@ -51,7 +51,7 @@ impl History {
     /// Records a check's `responseTime` components (of every target: the slowest PONG).
     pub fn record(&mut self, verdict: &Verdict) {
         let mut sample = Sample::Empty;
-        for component in verdict.components_of(crate::checks::RESPONSE_TIME) {
+        for component in verdict.components_of(crate::names::RESPONSE_TIME) {
             sample = match (&component.state.outcome.result, sample) {
                 (Err(_), _) | (_, Sample::Failed) => Sample::Failed,
                 (Ok(reading), previous) => {

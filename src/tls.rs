@@ -28,9 +28,81 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tracing::{info, warn};
 
-use crate::config::ConfigError;
+/// One of the TLS files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFile {
+    Ca,
+    Cert,
+    Key,
+}
 
-/// The TLS files as given on the command line.
+impl TlsFile {
+    /// The file in log fields: `ca`, `cert`, `key`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFile::Ca => "ca",
+            TlsFile::Cert => "cert",
+            TlsFile::Key => "key",
+        }
+    }
+}
+
+/// Why a set of TLS files cannot be used. A configuration error at start (naming the flag or
+/// key of [`TlsError::file`]); at a reload, a reason to keep the last good set.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        file: TlsFile,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not PEM certificates: {reason}", path.display())]
+    NotPem {
+        file: TlsFile,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("no certificate in {}", path.display())]
+    NoCertificate { file: TlsFile, path: PathBuf },
+    #[error("{} is not a valid X.509 certificate", path.display())]
+    NotX509 { path: PathBuf },
+    #[error("{}: {reason}", path.display())]
+    BadCa { path: PathBuf, reason: String },
+    #[error("no private key in {}: {reason}", path.display())]
+    NoKey { path: PathBuf, reason: String },
+    #[error("does not match the client certificate: {reason}")]
+    KeyMismatch { reason: String },
+    #[error("needs a private key file as well")]
+    CertWithoutKey,
+    #[error("needs a client certificate file as well")]
+    KeyWithoutCert,
+    #[error(
+        "no system CA certificates found: give the CA file (--tls-ca-file, or tls_ca_file in a config file)"
+    )]
+    NoSystemRoots,
+    #[error("TLS: {0}")]
+    Protocol(String),
+}
+
+impl TlsError {
+    /// The file the error is about, if one.
+    pub fn file(&self) -> Option<TlsFile> {
+        match self {
+            TlsError::Unreadable { file, .. }
+            | TlsError::NotPem { file, .. }
+            | TlsError::NoCertificate { file, .. } => Some(*file),
+            TlsError::NotX509 { .. } | TlsError::CertWithoutKey => Some(TlsFile::Cert),
+            TlsError::BadCa { .. } | TlsError::NoSystemRoots => Some(TlsFile::Ca),
+            TlsError::NoKey { .. } | TlsError::KeyMismatch { .. } | TlsError::KeyWithoutCert => {
+                Some(TlsFile::Key)
+            }
+            TlsError::Protocol(_) => None,
+        }
+    }
+}
+
+/// The TLS files of one target.
 #[derive(Debug, Clone, Default)]
 pub struct TlsFiles {
     pub ca: Option<PathBuf>,
@@ -74,10 +146,10 @@ impl TlsFiles {
         &self,
         metrics: TlsMetrics,
         target: &'static str,
-    ) -> Result<(TlsConfig, Arc<Reloader>), ConfigError> {
+    ) -> Result<(TlsConfig, Arc<Reloader>), TlsError> {
         match (&self.cert, &self.key) {
-            (Some(_), None) => return Err(ConfigError("--tls-cert-file needs --tls-key-file".into())),
-            (None, Some(_)) => return Err(ConfigError("--tls-key-file needs --tls-cert-file".into())),
+            (Some(_), None) => return Err(TlsError::CertWithoutKey),
+            (None, Some(_)) => return Err(TlsError::KeyWithoutCert),
             _ => {}
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -103,7 +175,7 @@ impl TlsFiles {
         reloader.record_client_expiry();
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| ConfigError(format!("TLS: {e}")))?
+            .map_err(|e| TlsError::Protocol(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Verifier(reloader.clone())))
             .with_client_cert_resolver(Arc::new(ClientCert(reloader.clone())));
@@ -115,12 +187,12 @@ impl TlsFiles {
     }
 
     /// The given files' bytes, as they are now.
-    fn read(&self) -> Result<Read, ConfigError> {
-        let read = |path: &Option<PathBuf>, flag| path.as_deref().map(|p| read(p, flag)).transpose();
+    fn read(&self) -> Result<Read, TlsError> {
+        let read = |path: &Option<PathBuf>, file| path.as_deref().map(|p| read(p, file)).transpose();
         Ok(Read {
-            ca: read(&self.ca, "--tls-ca-file")?,
-            cert: read(&self.cert, "--tls-cert-file")?,
-            key: read(&self.key, "--tls-key-file")?,
+            ca: read(&self.ca, TlsFile::Ca)?,
+            cert: read(&self.cert, TlsFile::Cert)?,
+            key: read(&self.key, TlsFile::Key)?,
         })
     }
 }
@@ -147,33 +219,34 @@ impl Loaded {
         files: &TlsFiles,
         provider: &Arc<CryptoProvider>,
         system_roots: Option<&Arc<RootCertStore>>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, TlsError> {
         let roots = match (&read.ca, system_roots) {
             (Some(pem), _) => Arc::new(roots_from(pem, path_of(&files.ca))?),
             (None, Some(roots)) => roots.clone(),
-            (None, None) => return Err(ConfigError("TLS: no CA certificates".into())),
+            (None, None) => return Err(TlsError::NoSystemRoots),
         };
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
-            .map_err(|e| ConfigError(format!("--tls-ca-file: {}: {e}", path_of(&files.ca).display())))?;
+            .map_err(|e| TlsError::BadCa {
+                path: path_of(&files.ca).to_owned(),
+                reason: e.to_string(),
+            })?;
         let client = match (&read.cert, &read.key) {
             (Some(cert), Some(key)) => {
-                let certs = certs_from(cert, path_of(&files.cert), "--tls-cert-file")?;
+                let certs = certs_from(cert, path_of(&files.cert), TlsFile::Cert)?;
                 if certs.first().and_then(not_after).is_none() {
-                    return Err(ConfigError(format!(
-                        "--tls-cert-file: {} is not a valid X.509 certificate",
-                        path_of(&files.cert).display()
-                    )));
+                    return Err(TlsError::NotX509 {
+                        path: path_of(&files.cert).to_owned(),
+                    });
                 }
-                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
-                    ConfigError(format!(
-                        "--tls-key-file: no private key in {}: {e}",
-                        path_of(&files.key).display()
-                    ))
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::NoKey {
+                    path: path_of(&files.key).to_owned(),
+                    reason: e.to_string(),
                 })?;
-                let certified = CertifiedKey::from_der(certs, key, provider).map_err(|e| {
-                    ConfigError(format!("--tls-key-file: does not match --tls-cert-file: {e}"))
-                })?;
+                let certified =
+                    CertifiedKey::from_der(certs, key, provider).map_err(|e| TlsError::KeyMismatch {
+                        reason: e.to_string(),
+                    })?;
                 Some(Arc::new(certified))
             }
             _ => None,
@@ -249,9 +322,11 @@ impl Reloader {
                     .reload_errors
                     .get_or_create(&TargetLabel { target: self.target })
                     .inc();
-                if last_error.as_deref() != Some(e.0.as_str()) {
-                    warn!(target = self.target, reason = %e, "TLS files not reloaded: keeping the last good ones");
-                    *last_error = Some(e.0);
+                let reason = e.to_string();
+                if last_error.as_deref() != Some(reason.as_str()) {
+                    let file = e.file().map_or("", TlsFile::as_str);
+                    warn!(target = self.target, file, reason = %reason, "TLS files not reloaded: keeping the last good ones");
+                    *last_error = Some(reason);
                 }
                 current
             }
@@ -371,8 +446,12 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     Some(parsed.validity().not_after.timestamp())
 }
 
-fn read(path: &Path, flag: &str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| ConfigError(format!("{flag}: cannot read {}: {e}", path.display())))
+fn read(path: &Path, file: TlsFile) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Unreadable {
+        file,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// A given file's path for messages.
@@ -380,37 +459,40 @@ fn path_of(path: &Option<PathBuf>) -> &Path {
     path.as_deref().unwrap_or(Path::new(""))
 }
 
-fn certs_from(pem: &[u8], path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn certs_from(pem: &[u8], path: &Path, file: TlsFile) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError(format!("{flag}: {} is not PEM certificates: {e}", path.display())))?;
+        .map_err(|e| TlsError::NotPem {
+            file,
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(ConfigError(format!(
-            "{flag}: no certificate in {}",
-            path.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            file,
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
-fn roots_from(pem: &[u8], path: &Path) -> Result<RootCertStore, ConfigError> {
+fn roots_from(pem: &[u8], path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in certs_from(pem, path, "--tls-ca-file")? {
-        roots
-            .add(cert)
-            .map_err(|e| ConfigError(format!("--tls-ca-file: {}: {e}", path.display())))?;
+    for cert in certs_from(pem, path, TlsFile::Ca)? {
+        roots.add(cert).map_err(|e| TlsError::BadCa {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(roots)
 }
 
-fn system_roots() -> Result<RootCertStore, ConfigError> {
+fn system_roots() -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        return Err(ConfigError(
-            "TLS: no system CA certificates found; give the CA with --tls-ca-file".into(),
-        ));
+        return Err(TlsError::NoSystemRoots);
     }
     Ok(roots)
 }

@@ -5,21 +5,23 @@
 use std::time::{Instant, SystemTime};
 
 use proptest::prelude::*;
-use redis_healthd::config::{Cli, Config};
+use redis_healthd::cli::Cli;
+use redis_healthd::config::Config;
+use redis_healthd::document::render_document;
 use redis_healthd::health::{Component, Failure, NamedCheck, Outcome, Thresholds, Tracker, Verdict};
 use redis_healthd::metrics::Metrics;
-use redis_healthd::snapshot::{render_document, Snapshot};
+use redis_healthd::snapshot::Snapshot;
 use url::Url;
 
 fn parse(args: &[&str]) -> Result<Config, String> {
     let cli = Cli::parse_args(std::iter::once("redis-healthd").chain(args.iter().copied()))
         .map_err(|e| e.to_string())?;
-    Config::from_args(&cli.serve).map_err(|e| e.to_string())
+    Config::from_flags(cli.serve.flags()).map_err(|e| e.to_string())
 }
 
 /// Everything the daemon renders from a configuration.
 fn outputs(config: &Config) -> Vec<String> {
-    let description = redis_healthd::probe::description(config);
+    let description = redis_healthd::monitor::description(config);
     let mut tracker = Tracker::new(Thresholds {
         failure: 1,
         success: 1,
@@ -139,7 +141,7 @@ proptest! {
     #[test]
     fn a_password_in_a_query_parameter_is_redacted(password in "[A-Za-z0-9]{8,24}") {
         let url = format!("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=m&sentinelPassword={password}");
-        let target = redis_healthd::config::RedisTarget::new(
+        let target = redis_healthd::address::RedisAddress::new(
             &url,
             None,
             None,
@@ -152,6 +154,6 @@ proptest! {
             let debug = format!("{target:?}");
             prop_assert!(!debug.contains(&password));
         }
-        prop_assert!(!redis_healthd::config::redact(&Url::parse(&url).unwrap()).contains(&password));
+        prop_assert!(!redis_healthd::address::redact(&Url::parse(&url).unwrap()).contains(&password));
     }
 }

@@ -1,43 +1,16 @@
-//! The HTTP side: the accept loop (HTTP/1 only, header-read timeout, bounded graceful drain),
-//! and [`route`], which answers every request from the latest snapshot's ready bytes without
-//! touching Redis or awaiting anything.
+//! Routing: one flat `match` on the path, one small handler per endpoint, content
+//! negotiation for the status page and the metrics. Every answer comes from the latest
+//! snapshot's ready bytes.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{debug, warn};
 
-use crate::admission::{Admission, Evicted, Ticket};
-use crate::metrics::{wants_openmetrics, Metrics};
-use crate::snapshot::{
-    render_excluded, render_one, render_verbose, Endpoint, FixedBodies, Query, Snapshot, View,
-};
-
-/// A client that has not sent its whole header by then is cut (slowloris); this also closes
-/// idle keep-alive connections.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Open connections get this long to finish after shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-/// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Repeated warnings (accept errors, shed connections) are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
-/// Request head buffer: probes and scrapes send a few hundred bytes; hyper's floor is 8 KiB.
-const MAX_BUF_SIZE: usize = 16 * 1024;
+use super::State;
+use crate::kube::{render_excluded, render_one, render_verbose, Query};
+use crate::metrics::wants_openmetrics;
+use crate::view::Endpoint;
 
 const HEALTH_JSON: HeaderValue = HeaderValue::from_static("application/health+json");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -49,220 +22,63 @@ const NOT_FOUND_BODY: &str =
     r#"{"error":"not found","endpoints":["/livez","/readyz","/startupz","/health","/healthz","/metrics"]}"#;
 const NOT_ALLOWED_BODY: &str = r#"{"error":"method not allowed","allow":["GET","HEAD"]}"#;
 
-/// What the handlers read: the latest snapshot, the fixed bodies and the metrics.
-pub struct State {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    fixed: FixedBodies,
-    max_age: Duration,
-    draining: AtomicBool,
-    metrics: Arc<Metrics>,
-}
-
-impl State {
-    pub fn new(
-        snapshots: watch::Receiver<Arc<Snapshot>>,
-        fixed: FixedBodies,
-        max_age: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            snapshots,
-            fixed,
-            max_age,
-            draining: AtomicBool::new(false),
-            metrics,
-        }
-    }
-
-    /// The latest snapshot as of now, for one request.
-    fn view<R>(&self, answer: impl FnOnce(&View<'_>) -> R) -> R {
-        let snapshot = self.snapshots.borrow().clone();
-        let draining = self.draining.load(Ordering::Relaxed);
-        answer(&View::new(
-            &snapshot,
-            &self.fixed,
-            Instant::now(),
-            self.max_age,
-            draining,
-        ))
-    }
-
-    /// From now on readiness answers 503.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Binds the listener, with the address in the error.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
-}
-
-/// Serves until `stop` turns true, then stops accepting and drains open connections (bounded).
-///
-/// At most `max_connections` are open at once, a quarter of them per peer address. A new
-/// connection is always taken: to make room, the one that has sat longest without a request
-/// in progress is closed, the same peer's first ([`Admission`]). A flood from one address
-/// then only cuts its own connections, and a probe from anywhere else is served at once.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    max_connections: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut builder = http1::Builder::new();
-    // header_read_timeout needs a timer: without one hyper panics on the first connection.
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_BUF_SIZE)
-        // Copy each body into the head's buffer and send one write: measured with 50 targets
-        // (a 1.6 KiB /readyz body), vectored writes cost 4.60 µs of CPU per request against
-        // 4.43 µs flattened (the baseline: 4.30 µs).
-        .writev(false);
-    let graceful = GracefulShutdown::new();
-    let admission = Admission::new(max_connections);
-    let clock = admission.clock();
-    let admission = Arc::new(Mutex::new(admission));
-    let mut accept_errors = Throttled::default();
-    let mut shed = Throttled::default();
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = crate::stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    if let Some(suppressed) = accept_errors.hit() {
-                        warn!(error = %e, suppressed, "accept failed; retrying shortly");
-                    }
-                    // EMFILE and the like: pause, or the loop spins on the same error.
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let (ticket, evicted) = lock(&admission).admit(peer.ip());
-        if evicted != Evicted::Nobody {
-            if let Some(suppressed) = shed.hit() {
-                warn!(
-                    max_connections,
-                    peer = %peer.ip(),
-                    suppressed,
-                    "connection limit reached; closing the connections idle longest"
-                );
-            }
-        }
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let Ticket { id, idle_since } = ticket;
-        let clock = clock.clone();
-        let service = service_fn(move |request| {
-            let response = route(&request, &state);
-            idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        let served = admission.clone();
-        // An evicted connection's task is aborted, which drops (closes) the connection.
-        let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // Timeouts of idle keep-alive connections land here: not worth a warning.
-                debug!(error = %e, "connection closed with an error");
-            }
-            lock(&served).leave(id);
-        });
-        lock(&admission).attach(id, task.abort_handle());
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        debug!("drain timed out; closing the remaining connections");
-    }
-}
-
-/// The admission lock; never held across an await, so a poisoned one is still consistent.
-fn lock(admission: &Mutex<Admission>) -> std::sync::MutexGuard<'_, Admission> {
-    admission.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A warning that repeats (a flood, an fd shortage) is logged at most once per
-/// [`LOG_EVERY`], with how many were left out.
-#[derive(Default)]
-struct Throttled {
-    next: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttled {
-    /// `Some(suppressed since the last log)` when this occurrence should be logged.
-    fn hit(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.next {
-            Some(next) if now < next => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.next = Some(now + LOG_EVERY);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
-/// Answers one request from the latest snapshot: a plain match on the path.
+/// Answers one request from the latest snapshot: one flat match on the path, then the
+/// method (GET and HEAD only) for the paths that exist.
 pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     let path = request.uri().path();
-    let (endpoint, name) = match path {
-        "/livez" => (Endpoint::Live, "livez"),
-        "/readyz" => (Endpoint::Ready, "readyz"),
-        "/startupz" => (Endpoint::Started, "startupz"),
-        "/health" => (Endpoint::Health, "health"),
-        "/healthz" => (Endpoint::Health, "healthz"),
-        "/metrics" => return scrape(request, state),
-        "/" if prefers_html(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok())) => {
-            return refuse_method(request)
-                .unwrap_or_else(|| reply(StatusCode::OK, HTML, state.view(|view| view.page())));
-        }
-        _ => {
-            return match [("/readyz/", Endpoint::Ready), ("/livez/", Endpoint::Live)]
-                .into_iter()
-                .find_map(|(prefix, endpoint)| Some((endpoint, path.strip_prefix(prefix)?)))
-            {
-                Some((endpoint, check)) => {
-                    refuse_method(request).unwrap_or_else(|| one_check(endpoint, check, state))
-                }
-                None => reply(
-                    StatusCode::NOT_FOUND,
-                    JSON,
-                    Bytes::from_static(NOT_FOUND_BODY.as_bytes()),
-                ),
-            };
-        }
+    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let page = match path {
+        "/livez" => Page::Probe(Endpoint::Live, "livez"),
+        "/readyz" => Page::Probe(Endpoint::Ready, "readyz"),
+        "/startupz" => Page::Probe(Endpoint::Started, "startupz"),
+        "/health" => Page::Probe(Endpoint::Health, "health"),
+        "/healthz" => Page::Probe(Endpoint::Health, "healthz"),
+        "/metrics" => Page::Metrics,
+        "/" if prefers_html(accept) => Page::Status,
+        _ => match (path.strip_prefix("/readyz/"), path.strip_prefix("/livez/")) {
+            (Some(check), _) => Page::OneCheck(Endpoint::Ready, check),
+            (_, Some(check)) => Page::OneCheck(Endpoint::Live, check),
+            _ => return not_found(),
+        },
     };
-    if let Some(refusal) = refuse_method(request) {
-        return refusal;
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed();
     }
-    // Probes send no query: they go straight to the pre-rendered bodies.
-    let query = request.uri().query().map(Query::parse).unwrap_or_default();
-    if query.is_kube() && endpoint != Endpoint::Started {
-        let conditions = state.view(|view| view.conditions(endpoint));
-        let (ok, content_type, body) = if query.verbose {
-            let (ok, text) = render_verbose(name, &conditions, &query);
-            (ok, TEXT, Bytes::from(text))
-        } else {
-            let (ok, body) = render_excluded(&state.fixed.description, &conditions, &query);
-            (ok, HEALTH_JSON, body)
-        };
-        return reply(status_code(ok), content_type, body);
+    match page {
+        Page::Probe(endpoint, name) => probe(endpoint, name, request.uri().query(), state),
+        Page::Metrics => scrape(accept, state),
+        Page::Status => reply(StatusCode::OK, HTML, state.view(|view| view.page())),
+        Page::OneCheck(endpoint, check) => one_check(endpoint, check, state),
     }
-    let (ok, body) = state.view(|view| view.answer(endpoint));
-    reply(status_code(ok), HEALTH_JSON, body)
+}
+
+/// What a path asks for.
+enum Page<'a> {
+    /// A probe endpoint, by its name in the kube-style text.
+    Probe(Endpoint, &'static str),
+    Metrics,
+    /// The HTML status page (`/` for a browser).
+    Status,
+    /// One condition of an endpoint, by name.
+    OneCheck(Endpoint, &'a str),
+}
+
+/// A probe endpoint: the pre-rendered body (probes send no query), or with `?verbose` or
+/// `?exclude` the kube-style text or summary (`/startupz` ignores both).
+fn probe(endpoint: Endpoint, name: &str, query: Option<&str>, state: &State) -> Response<Full<Bytes>> {
+    let query = query.map(Query::parse).unwrap_or_default();
+    if !query.is_kube() || endpoint == Endpoint::Started {
+        let (ok, body) = state.view(|view| view.answer(endpoint));
+        return reply(status_code(ok), HEALTH_JSON, body);
+    }
+    let conditions = state.view(|view| view.conditions(endpoint));
+    if query.verbose {
+        let (ok, text) = render_verbose(name, &conditions, &query);
+        reply(status_code(ok), TEXT, Bytes::from(text))
+    } else {
+        let (ok, body) = render_excluded(&state.fixed.description, &conditions, &query);
+        reply(status_code(ok), HEALTH_JSON, body)
+    }
 }
 
 /// `/readyz/<name>`, `/livez/<name>`: that check alone, 200 or 503 with a line of text; an
@@ -313,28 +129,29 @@ pub fn prefers_html(accept: Option<&str>) -> bool {
 
 /// `/metrics`: encoded from atomics and `/proc/self` (reused for up to a second); never
 /// touches Redis.
-fn scrape<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
-    if let Some(refusal) = refuse_method(request) {
-        return refusal;
-    }
-    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+fn scrape(accept: Option<&str>, state: &State) -> Response<Full<Bytes>> {
     let ready = state.view(|view| view.answer(Endpoint::Ready).0);
     let (body, content_type) = state.metrics.encode(wants_openmetrics(accept), ready);
     reply(StatusCode::OK, HeaderValue::from_static(content_type), body)
 }
 
-/// 405 with `Allow` for anything but GET and HEAD.
-fn refuse_method<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
-    if matches!(*request.method(), Method::GET | Method::HEAD) {
-        return None;
-    }
+fn not_found() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::NOT_FOUND,
+        JSON,
+        Bytes::from_static(NOT_FOUND_BODY.as_bytes()),
+    )
+}
+
+/// 405 with `Allow`, for anything but GET and HEAD.
+fn method_not_allowed() -> Response<Full<Bytes>> {
     let mut response = reply(
         StatusCode::METHOD_NOT_ALLOWED,
         JSON,
         Bytes::from_static(NOT_ALLOWED_BODY.as_bytes()),
     );
     response.headers_mut().insert(ALLOW, GET_HEAD);
-    Some(response)
+    response
 }
 
 fn reply(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response<Full<Bytes>> {
@@ -349,8 +166,14 @@ fn reply(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{Component, ComponentState, NamedCheck, Observed, Outcome, Reading, Status, Verdict};
-    use std::time::SystemTime;
+    use crate::health::{
+        Component, ComponentState, NamedCheck, ObservedValue, Outcome, Reading, Status, Verdict,
+    };
+    use crate::metrics::Metrics;
+    use crate::snapshot::{FixedBodies, Snapshot};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+    use tokio::sync::watch;
 
     /// A state whose verdict has these checks, one component each: (name, status, output).
     fn state_of(checks: &[(&'static str, Status, Option<&str>)]) -> State {
@@ -369,7 +192,7 @@ mod tests {
                             healthy: Some(*status != Status::Fail),
                             outcome: Outcome {
                                 at: SystemTime::now(),
-                                result: Ok(Reading::pass(Observed::RoundTrip(Duration::from_millis(1)))),
+                                result: Ok(Reading::pass(ObservedValue::RoundTrip(Duration::from_millis(1)))),
                             },
                             consecutive_failures: 0,
                             last_success: Some(SystemTime::now()),
@@ -406,20 +229,6 @@ mod tests {
     fn get(path: &str, method: Method, state: &State) -> Response<Full<Bytes>> {
         let request = Request::builder().method(method).uri(path).body(()).unwrap();
         route(&request, state)
-    }
-
-    #[test]
-    fn repeated_warnings_are_throttled() {
-        let mut throttled = Throttled::default();
-        assert_eq!(throttled.hit(), Some(0));
-        assert_eq!(throttled.hit(), None);
-        assert_eq!(throttled.hit(), None);
-        throttled.next = Some(Instant::now());
-        assert_eq!(
-            throttled.hit(),
-            Some(2),
-            "the next log says how many were left out"
-        );
     }
 
     #[test]

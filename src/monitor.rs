@@ -1,4 +1,4 @@
-//! The check loops: one task per target checks every interval (and at once when a connection
+//! The check loop: one task per target checks every interval (and at once when a connection
 //! drops or comes back) over one [`Connection`] or, for Redis Cluster, one per node; each named
 //! check of each component goes through its own [`Tracker`]. Each round goes to [`publish`],
 //! the one writer of [`Snapshot`]s, which merges the latest round of every target, so a hung
@@ -12,24 +12,25 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::checks::{self, evaluate};
+use crate::checks::{answered, evaluate};
 use crate::cluster::Cluster;
 use crate::config::{Config, Target};
 use crate::connection::{Connection, Event};
-use crate::health::{Component, Failure, NamedCheck, Observation, Outcome, Status, Tracker, Verdict};
+use crate::health::{Component, Failure, NamedCheck, Outcome, Report, Status, Tracker, Verdict};
 use crate::metrics::Metrics;
+use crate::names::DEFAULT_TARGET;
 use crate::page::History;
 use crate::snapshot::Snapshot;
 
 /// The Redis side of one target: one connection, or one per node of a cluster.
 // One per target, never moved in a loop: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Probe {
+pub enum Servers {
     Single(Connection),
     Cluster(Cluster),
 }
 
-impl Probe {
+impl Servers {
     /// Starts connecting in the background; never waits for Redis.
     pub fn start(config: &Config, target: &Target, connection_errors: Counter) -> anyhow::Result<Self> {
         match target.redis.cluster_seeds() {
@@ -47,14 +48,14 @@ impl Probe {
         }
     }
 
-    /// Runs one check: an observation per component.
-    pub async fn check(&mut self, target: &Target) -> Vec<Observation> {
+    /// Runs one check: a report per server.
+    pub async fn check(&mut self, target: &Target) -> Vec<Report> {
         match self {
             Self::Single(connection) => {
-                let asks = target.checks.asks();
-                let replies = connection.check_once(&asks).await;
+                let commands = target.checks.commands();
+                let replies = connection.check_once(&commands).await;
                 let id = target.redis.component_id(connection.connected_to());
-                vec![evaluate(String::new(), id, replies, &asks, &target.checks)]
+                vec![evaluate(String::new(), id, replies, &commands, &target.checks)]
             }
             Self::Cluster(cluster) => cluster.check(&target.checks).await,
         }
@@ -102,12 +103,12 @@ pub struct Round {
 pub async fn run(
     config: Arc<Config>,
     index: usize,
-    mut probe: Probe,
+    mut servers: Servers,
     metrics: Arc<Metrics>,
     rounds: mpsc::Sender<Round>,
     mut reconnect: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-) -> Probe {
+) -> Servers {
     let target = &config.targets[index];
     let mut trackers: Trackers = BTreeMap::new();
     let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
@@ -125,10 +126,10 @@ pub async fn run(
             Ok(()) = reconnect.changed() => {
                 info!(target = target.name, password_file = target.redis.has_password_file(), "reconnecting to redis on request");
                 target.redis.reload_tls();
-                probe.reconnect().await;
+                servers.reconnect().await;
                 continue;
             }
-            event = probe.next_event(), if events_open => {
+            event = servers.next_event(), if events_open => {
                 match event {
                     // Only changes trigger a check: every failed reconnect attempt doing so
                     // would make --failure-threshold count attempts instead of intervals.
@@ -145,13 +146,13 @@ pub async fn run(
             }
         }
         let check_started = tokio::time::Instant::now();
-        let observations = probe.check(target).await;
-        if let Probe::Cluster(_) = probe {
-            let nodes = observations.iter().map(|o| (o.key.as_str(), checks::answered(o)));
+        let reports = servers.check(target).await;
+        if let Servers::Cluster(_) = servers {
+            let nodes = reports.iter().map(|o| (o.key.as_str(), answered(o)));
             metrics.record_cluster_nodes(target.name, nodes);
         }
-        note_restarts(target, &observations, &mut run_ids, &metrics);
-        let verdict = judge(observations, &mut trackers, target);
+        note_restarts(target, &reports, &mut run_ids, &metrics);
+        let verdict = judge(reports, &mut trackers, target);
         metrics.record(target.name, &verdict);
         status = Some(log_transition(target.name, status, &verdict));
         if rounds
@@ -167,7 +168,7 @@ pub async fn run(
         due = check_started + config.interval;
         earliest_extra = tokio::time::Instant::now() + min_gap;
     }
-    probe
+    servers
 }
 
 /// Publishes a snapshot whenever targets complete rounds (the rounds queued meanwhile make one
@@ -236,21 +237,21 @@ pub const NO_CHECK_YET: &str = "no check has completed yet";
 /// A [`Tracker`] per (check name, component key).
 pub type Trackers = BTreeMap<(&'static str, String), Tracker>;
 
-/// Folds one round of a target's observations into its trackers and returns its verdict: one
+/// Folds one round of a target's reports into its trackers and returns its verdict: one
 /// named check per check some component reported, in the target's name order. A component
 /// gone from the round (a former cluster primary) takes its trackers with it; a check a
 /// component skipped (the state checks while Redis does not answer) keeps its tracker.
-pub fn judge(observations: Vec<Observation>, trackers: &mut Trackers, target: &Target) -> Verdict {
-    trackers.retain(|(_, key), _| observations.iter().any(|o| &o.key == key));
+pub fn judge(reports: Vec<Report>, trackers: &mut Trackers, target: &Target) -> Verdict {
+    trackers.retain(|(_, key), _| reports.iter().any(|o| &o.key == key));
     let mut checks: Vec<NamedCheck> = Vec::new();
-    for observation in observations {
-        for (name, outcome) in observation.outcomes {
+    for report in reports {
+        for (name, outcome) in report.outcomes {
             let state = trackers
-                .entry((name, observation.key.clone()))
+                .entry((name, report.key.clone()))
                 .or_insert_with(|| Tracker::new(target.thresholds))
                 .observe(outcome);
             let component = Component {
-                id: observation.id.clone(),
+                id: report.id.clone(),
                 kind: "datastore",
                 state,
             };
@@ -273,19 +274,19 @@ pub fn judge(observations: Vec<Observation>, trackers: &mut Trackers, target: &T
 /// may have lost data.
 fn note_restarts(
     target: &Target,
-    observations: &[Observation],
+    reports: &[Report],
     run_ids: &mut BTreeMap<String, String>,
     metrics: &Metrics,
 ) {
-    for observation in observations {
-        let Some((run_id, uptime)) = &observation.run else {
+    for report in reports {
+        let Some((run_id, uptime)) = &report.run else {
             continue;
         };
-        if let Some(previous) = run_ids.insert(observation.key.clone(), run_id.clone()) {
+        if let Some(previous) = run_ids.insert(report.key.clone(), run_id.clone()) {
             if previous != *run_id {
                 metrics.count_restart(target.name);
                 let uptime = uptime.map_or_else(|| "unknown".to_owned(), |s| format!("{s}s"));
-                warn!(target = target.name, component = %observation.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
+                warn!(target = target.name, component = %report.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
             }
         }
     }
@@ -294,7 +295,7 @@ fn note_restarts(
 /// The document's `description`: the Redis URL, or with several targets each name and URL.
 pub fn description(config: &Config) -> String {
     match config.targets.as_slice() {
-        [only] if only.name == checks::DEFAULT_TARGET => {
+        [only] if only.name == DEFAULT_TARGET => {
             format!("Redis at {} as seen by redis-healthd", only.redis.redacted())
         }
         targets => {
@@ -333,7 +334,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::Cli;
+    use crate::cli::Cli;
 
     /// The check loop's future lives in one task; fred's command futures are several KiB each,
     /// and five of them unboxed in one check made it 70 KiB, copied through the main stack at
@@ -347,13 +348,14 @@ mod tests {
             "--check-writes",
         ])
         .unwrap();
-        let config = Arc::new(Config::from_args(&cli.serve).unwrap());
+        let config = Arc::new(Config::from_flags(cli.serve.flags()).unwrap());
         let metrics = Arc::new(Metrics::new(config.timeout, &["redis"]));
-        let probe = Probe::start(&config, &config.targets[0], metrics.connection_errors("redis")).unwrap();
+        let servers =
+            Servers::start(&config, &config.targets[0], metrics.connection_errors("redis")).unwrap();
         let (rounds, _) = mpsc::channel(2);
         let (_, reconnect) = watch::channel(0);
         let (_, stop) = watch::channel(false);
-        let run = run(config, 0, probe, metrics, rounds, reconnect, stop);
+        let run = run(config, 0, servers, metrics, rounds, reconnect, stop);
         assert!(
             std::mem::size_of_val(&run) < 8 * 1024,
             "{} bytes",

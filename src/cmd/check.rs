@@ -1,4 +1,4 @@
-//! The `check` subcommand: one GET against a running daemon, for images without a shell or
+//! `redis-healthd check`: one GET against a running daemon, for images without a shell or
 //! curl (`HEALTHCHECK CMD ["redis-healthd", "check"]`). 2xx is healthy, anything else is not.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,7 +10,7 @@ use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::CheckArgs;
+use crate::cli::CheckArgs;
 
 /// How much of a reply body is read, to quote its `output` in the one line.
 const BODY_LIMIT: usize = 64 * 1024;

@@ -1,0 +1,314 @@
+//! Where a Redis target is and how to log in: the URL (checked, and redacted for every
+//! output), the username, the password file and the TLS files, made into the fred client
+//! configuration. `Debug` and `Display` never show a secret.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use fred::prelude::{Server, ServerConfig};
+use url::Url;
+
+use crate::credentials::{PasswordFile, PasswordFileError};
+use crate::tls::{Reloader, TlsError, TlsFiles, TlsMetrics};
+
+/// Why an address cannot be used; its variants say which value is at fault. Never holds a
+/// password: URLs in it are redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    /// The URL itself.
+    #[error("{0}")]
+    Url(String),
+    /// TLS options with a plain-text URL (the redacted URL).
+    #[error("TLS options need a rediss:// URL, not {0}")]
+    TlsNeedsRediss(String),
+    #[error(transparent)]
+    Tls(TlsError),
+    #[error(transparent)]
+    PasswordFile(PasswordFileError),
+}
+
+/// Where Redis is and how to log in; `Debug` and `Display` never show the password.
+#[derive(Clone)]
+pub struct RedisAddress {
+    /// The client configuration parsed from the URL, username and password file applied:
+    /// holds secrets.
+    client: fred::prelude::Config,
+    /// The password file, read at every (re)connection.
+    password_file: Option<PasswordFile>,
+    /// The URL with every secret replaced by `***`: safe for logs, JSON and errors.
+    redacted: String,
+    /// How Redis is found.
+    topology: Topology,
+    /// `rediss://` and friends: TLS to every server.
+    tls: bool,
+    /// The TLS files, read again at every handshake (`rediss://` only).
+    tls_files: Option<Arc<Reloader>>,
+}
+
+/// How the URL says Redis is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One server (TCP or a Unix socket).
+    Standalone,
+    /// The master named by Sentinel.
+    Sentinel,
+    /// Every primary of a Redis Cluster, found from seed nodes.
+    Cluster,
+}
+
+impl RedisAddress {
+    /// Checks the scheme and prepares the redacted form; `username` and `password_file`
+    /// override the URL's credentials.
+    pub fn new(
+        url: &str,
+        username: Option<&str>,
+        password_file: Option<&Path>,
+        tls: &TlsFiles,
+        tls_server_name: Option<&str>,
+        tls_metrics: (&TlsMetrics, &'static str),
+    ) -> Result<Self, AddressError> {
+        let parsed = Url::parse(url).map_err(|e| {
+            AddressError::Url(format!(
+                "not a valid URL ({e}); expected redis://[user[:password]@]host[:port][/db]"
+            ))
+        })?;
+        let redacted = redact(&parsed);
+        let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
+        let tls_url = matches!(
+            parsed.scheme(),
+            "rediss" | "valkeys" | "rediss-sentinel" | "rediss-cluster"
+        );
+        let topology = match parsed.scheme() {
+            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "rediss" | "valkeys" => Topology::Standalone,
+            "redis-sentinel" | "rediss-sentinel" => Topology::Sentinel,
+            "redis-cluster" | "rediss-cluster" => Topology::Cluster,
+            other => {
+                return Err(AddressError::Url(format!(
+                    "unsupported scheme {other:?} in {redacted}; expected redis://, \
+                     rediss://, redis+unix://, redis-sentinel:// or redis-cluster://"
+                )))
+            }
+        };
+        if unix && matches!(parsed.path(), "" | "/") {
+            return Err(AddressError::Url(format!("no socket path in {redacted}")));
+        }
+        if !unix && parsed.host_str().is_none_or(str::is_empty) {
+            return Err(AddressError::Url(format!("no host in {redacted}")));
+        }
+        // fred's error texts name the bad part, never the password.
+        let mut client = fred::prelude::Config::from_url(url)
+            .map_err(|e| AddressError::Url(format!("{} in {redacted}", e.details())))?;
+        if let Some(username) = username {
+            client.username = Some(username.to_owned());
+        }
+        if !tls_url && (tls.any() || tls_server_name.is_some()) {
+            return Err(AddressError::TlsNeedsRediss(redacted));
+        }
+        let tls_files = if tls_url {
+            let (metrics, target) = tls_metrics;
+            let (config, reloader) = tls
+                .client_config(metrics.clone(), target)
+                .map_err(AddressError::Tls)?;
+            client.tls = Some(config);
+            Some(reloader)
+        } else {
+            None
+        };
+        if let Some(name) = tls_server_name {
+            match &mut client.server {
+                ServerConfig::Centralized { server } => server.tls_server_name = Some(name.into()),
+                ServerConfig::Clustered { hosts, .. } => {
+                    for host in hosts {
+                        host.tls_server_name = Some(name.into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let password_file = password_file
+            .map(|path| PasswordFile::new(path, client.username.clone()))
+            .transpose()
+            .map_err(AddressError::PasswordFile)?;
+        if let Some(file) = &password_file {
+            // fred asks the provider before every AUTH, so a rotated file takes effect on the
+            // next connection.
+            client.credential_provider = Some(Arc::new(file.clone()));
+        }
+        Ok(Self {
+            client,
+            password_file,
+            redacted,
+            topology,
+            tls: tls_url,
+            tls_files,
+        })
+    }
+
+    /// Reads the TLS files again now (SIGHUP), keeping the last good set if one is bad; the
+    /// handshakes that follow use what this read.
+    pub fn reload_tls(&self) {
+        if let Some(files) = &self.tls_files {
+            files.reload();
+        }
+    }
+
+    /// The Redis client's configuration (holds the password: never print it).
+    pub fn client_config(&self) -> &fred::prelude::Config {
+        &self.client
+    }
+
+    /// True when the password comes from a file, read at every (re)connection.
+    pub fn has_password_file(&self) -> bool {
+        self.password_file.is_some()
+    }
+
+    /// The URL with secrets replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The `componentId` of the checked server: the redacted URL, or through Sentinel the
+    /// master it resolved (`redis://host:port`) once connected.
+    pub fn component_id(&self, connected: Option<&Server>) -> String {
+        match (self.topology, connected) {
+            (Topology::Sentinel, Some(master)) => self.server_url(master),
+            _ => self.redacted.clone(),
+        }
+    }
+
+    /// A server as `redis://host:port` (`rediss://` over TLS): no credentials.
+    pub fn server_url(&self, server: &Server) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        if server.host.contains(':') {
+            format!("{scheme}://[{}]:{}", server.host, server.port)
+        } else {
+            format!("{scheme}://{}:{}", server.host, server.port)
+        }
+    }
+
+    /// The seed nodes of a Redis Cluster URL; `None` for any other kind of URL.
+    pub fn cluster_seeds(&self) -> Option<Vec<Server>> {
+        match (&self.client.server, self.topology) {
+            (ServerConfig::Clustered { hosts, .. }, Topology::Cluster) => Some(hosts.clone()),
+            _ => None,
+        }
+    }
+
+    /// How the URL says Redis is found.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// The client configuration for one node of a cluster: credentials and TLS of the URL,
+    /// `--tls-server-name` if given.
+    pub fn node_config(&self, node: &Server) -> fred::prelude::Config {
+        let mut server = node.clone();
+        if let ServerConfig::Clustered { hosts, .. } = &self.client.server {
+            server.tls_server_name = hosts.first().and_then(|h| h.tls_server_name.clone());
+        }
+        let mut config = self.client.clone();
+        config.server = ServerConfig::Centralized { server };
+        config
+    }
+}
+
+impl fmt::Debug for RedisAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAddress")
+            .field("url", &self.redacted)
+            .field("username", &self.client.username)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl fmt::Display for RedisAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// The URL with its password and any password-like query parameter replaced by `***`.
+pub fn redact(url: &Url) -> String {
+    let mut out = url.clone();
+    if url.password().is_some() {
+        // Cannot fail: the URL already has a password, so it has a host that can carry one.
+        let _ = out.set_password(Some("***"));
+    }
+    if url
+        .query_pairs()
+        .any(|(k, _)| k.to_ascii_lowercase().contains("password"))
+    {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.to_ascii_lowercase().contains("password") {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        out.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    out.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(url: &str, username: Option<&str>) -> Result<RedisAddress, AddressError> {
+        RedisAddress::new(
+            url,
+            username,
+            None,
+            &TlsFiles::default(),
+            None,
+            (&TlsMetrics::default(), "redis"),
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_url_text_is_accepted_or_refused_without_panicking_or_leaking(
+            url in "\\PC{0,80}|(redis|rediss|http|valkey)://[ -~]{0,60}",
+        ) {
+            if let Err(e) = address(&url, None) {
+                proptest::prop_assert!(matches!(e, AddressError::Url(_)), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn redaction_hides_passwords_in_userinfo_and_query() {
+        let target = address("redis://user:p%40ss@host:6379/2?sentinelPassword=x1", None).unwrap();
+        assert_eq!(
+            target.redacted(),
+            "redis://user:***@host:6379/2?sentinelPassword=***"
+        );
+        let target = address("redis://:hunter2@host", Some("app")).unwrap();
+        let debug = format!("{target:?}");
+        assert!(!debug.contains("hunter2") && debug.contains("app"), "{debug}");
+        assert_eq!(target.to_string(), "redis://:***@host");
+    }
+
+    #[test]
+    fn tls_options_need_a_tls_url() {
+        let e = RedisAddress::new(
+            "redis://:hunter2@h",
+            None,
+            None,
+            &TlsFiles::default(),
+            Some("h"),
+            (&TlsMetrics::default(), "redis"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "TLS options need a rediss:// URL, not redis://:***@h"
+        );
+    }
+}
