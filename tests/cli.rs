@@ -50,10 +50,17 @@ fn env_twins_are_validated_like_flags() {
     let (code, _, stderr) = run_binary(&[], &[("REDIS_HEALTHD_INTERVAL", "0s")]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--interval"), "{stderr}");
+    // A value from the environment is named by its variable, where the user set it.
     let (code, _, stderr) = run_binary(&[], &[("REDIS_HEALTHD_TIMEOUT", "3s")]);
     assert_eq!(code, Some(2));
     assert!(
-        stderr.contains("--timeout (3s) must not be greater than --interval (1s)"),
+        stderr.contains("REDIS_HEALTHD_TIMEOUT (3s) must not be greater than --interval (1s)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_binary(&[], &[("REDIS_PASSWORD_FILE", "/nonexistent/password")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.starts_with("error: REDIS_PASSWORD_FILE: cannot read /nonexistent/password"),
         "{stderr}"
     );
 }

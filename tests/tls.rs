@@ -410,7 +410,8 @@ fn a_malformed_file_at_reload_keeps_the_last_good_set_and_says_so_once() {
         .collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(
-        warnings[0].contains("--tls-cert-file") && warnings[0].contains("is not a valid X.509 certificate"),
+        warnings[0].contains("file=\"cert\"")
+            && warnings[0].contains("tls.crt is not a valid X.509 certificate"),
         "{}",
         warnings[0]
     );
