@@ -26,7 +26,6 @@ const NOT_ALLOWED_BODY: &str = r#"{"error":"method not allowed","allow":["GET","
 /// method (GET and HEAD only) for the paths that exist.
 pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     let path = request.uri().path();
-    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let page = match path {
         "/livez" => Page::Probe(Endpoint::Live, "livez"),
         "/readyz" => Page::Probe(Endpoint::Ready, "readyz"),
@@ -34,7 +33,7 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         "/health" => Page::Probe(Endpoint::Health, "health"),
         "/healthz" => Page::Probe(Endpoint::Health, "healthz"),
         "/metrics" => Page::Metrics,
-        "/" if prefers_html(accept) => Page::Status,
+        "/" if prefers_html(accept(request)) => Page::Status,
         _ => match (path.strip_prefix("/readyz/"), path.strip_prefix("/livez/")) {
             (Some(check), _) => Page::OneCheck(Endpoint::Ready, check),
             (_, Some(check)) => Page::OneCheck(Endpoint::Live, check),
@@ -46,10 +45,15 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     }
     match page {
         Page::Probe(endpoint, name) => probe(endpoint, name, request.uri().query(), state),
-        Page::Metrics => scrape(accept, state),
+        Page::Metrics => scrape(accept(request), state),
         Page::Status => reply(StatusCode::OK, HTML, state.view(|view| view.page())),
         Page::OneCheck(endpoint, check) => one_check(endpoint, check, state),
     }
+}
+
+/// The `Accept` header, read only where content is negotiated (probes never send one).
+fn accept<B>(request: &Request<B>) -> Option<&str> {
+    request.headers().get(ACCEPT).and_then(|v| v.to_str().ok())
 }
 
 /// What a path asks for.
