@@ -53,6 +53,13 @@ pub struct Connection {
     connection_error: Option<(Failure, Instant)>,
     /// How long a connection error is trusted to mean "down" without a PING.
     trust_error_for: Duration,
+    /// When the connection to a server that was connected dropped, while no reconnect attempt
+    /// has failed since: Redis may be fine (a `CLIENT KILL`, an idle timeout, a proxy), so
+    /// checks hold the verdict while the server still accepts connections.
+    dropped_at: Option<Instant>,
+    /// How long a drop may hold the verdict: the reconnect attempt starts within an interval
+    /// (the policy's cap) and is bounded by the check budget.
+    hold_for: Duration,
     /// Connection-level errors and failed reconnect attempts since start (a metric).
     connection_errors: Counter,
     /// The server of the latest connection (through Sentinel: the master it resolved).
@@ -111,6 +118,8 @@ impl Connection {
             settled: false,
             connection_error: None,
             trust_error_for: config.interval,
+            dropped_at: None,
+            hold_for: config.interval + timeout * 2,
             connection_errors,
             connected_to: None,
             info_denied: None,
@@ -276,9 +285,43 @@ impl Connection {
             self.connecting = self.client.connect();
             return Some(self.last_cause());
         }
+        if let Some(dropped) = self.dropped_at {
+            return Some(self.while_reconnecting(dropped).await);
+        }
         match &self.connection_error {
             Some((failure, when)) if when.elapsed() < self.trust_error_for => Some(failure.clone()),
             _ => None,
+        }
+    }
+
+    /// What a check says after the connection dropped and before the reconnection is known:
+    /// "reconnecting" (the verdict holds) while the server accepts a new connection, else
+    /// why it does not (refused, timed out: a crash shows at once). A reconnection that has
+    /// not completed within [`Self::hold_for`] is a failure.
+    async fn while_reconnecting(&mut self, dropped: Instant) -> Failure {
+        let lost = self.last_cause();
+        if dropped.elapsed() > self.hold_for {
+            self.dropped_at = None;
+            return Failure::Unreachable(format!(
+                "the connection was lost ({lost}) and not re-established within {}",
+                humantime::format_duration(self.hold_for)
+            ));
+        }
+        let Some(server) = self.connected_to.clone() else {
+            return lost;
+        };
+        match accepts_connections(&server, self.budget).await {
+            Ok(()) => Failure::Reconnecting(format!(
+                "the connection was lost ({}); the server accepts connections",
+                reason_of(&lost)
+            )),
+            Err(reason) => {
+                // A definite answer: Redis is gone. Later checks use the client's own errors.
+                self.dropped_at = None;
+                let failure = Failure::Unreachable(reason);
+                self.connection_error = Some((failure.clone(), Instant::now()));
+                failure
+            }
         }
     }
 
@@ -376,8 +419,15 @@ impl Connection {
                 let was_up = self.connection_error.is_none();
                 self.connection_error = Some((failure, Instant::now()));
                 if was_up {
+                    // A connection that was made has dropped; before the first connection,
+                    // an error is a failed attempt.
+                    if self.connected_to.is_some() {
+                        self.dropped_at = Some(Instant::now());
+                    }
                     Event::Lost
                 } else {
+                    // A reconnect attempt failed: its reason is the answer.
+                    self.dropped_at = None;
                     Event::StillDown
                 }
             }
@@ -395,6 +445,7 @@ impl Connection {
             Ok(server) => {
                 debug!(server = %server, "redis connected");
                 self.connection_error = None;
+                self.dropped_at = None;
                 self.connected_to = Some(server);
                 // A new connection may have a new user or a new server: ask INFO afresh.
                 self.info_denied = None;
@@ -450,6 +501,35 @@ fn reconnect_policy(config: &Config) -> ReconnectPolicy {
     let mut policy = ReconnectPolicy::new_exponential(0, millis_u32(config.reconnect_delay()), window, 2);
     policy.set_jitter(window);
     policy
+}
+
+/// Whether `server` accepts a new connection now (TCP, or its Unix socket), within `budget`;
+/// the connection is closed at once, before any TLS handshake or command.
+async fn accepts_connections(server: &Server, budget: Duration) -> Result<(), String> {
+    let host: &str = &server.host;
+    let connect = async {
+        if server.port == 0 && host.starts_with('/') {
+            tokio::net::UnixStream::connect(host).await.map(drop)
+        } else {
+            tokio::net::TcpStream::connect((host, server.port)).await.map(drop)
+        }
+    };
+    match tokio::time::timeout(budget, connect).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "connecting timed out after {}",
+            humantime::format_duration(budget)
+        )),
+    }
+}
+
+/// A failure's reason without its kind.
+fn reason_of(failure: &Failure) -> String {
+    match failure {
+        Failure::Unreachable(reason) | Failure::Error(reason) | Failure::Reconnecting(reason) => reason.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// fred's error as one line: Redis's reply (`WRONGPASS ...`, `LOADING ...`) or the I/O error.

@@ -24,13 +24,19 @@ pub enum Failure {
     Unreachable(String),
     /// Redis answered, but not as a usable server (an error reply, a failed state check).
     Error(String),
+    /// Not a fault of Redis: the connection dropped while Redis still accepts connections,
+    /// and the client is re-establishing it. The component's state holds (neither a failure
+    /// nor a success) until the reconnection succeeds or fails.
+    Reconnecting(String),
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Timeout(budget) => write!(f, "timed out after {}", humantime::format_duration(*budget)),
-            Failure::Unreachable(reason) | Failure::Error(reason) => f.write_str(reason),
+            Failure::Unreachable(reason) => write!(f, "unreachable: {reason}"),
+            Failure::Error(reason) => f.write_str(reason),
+            Failure::Reconnecting(reason) => write!(f, "reconnecting: {reason}"),
         }
     }
 }
@@ -159,6 +165,9 @@ impl Tracker {
 
     /// Folds one outcome in and returns the component's state.
     pub fn observe(&mut self, outcome: Outcome) -> ComponentState {
+        if let Err(Failure::Reconnecting(reason)) = &outcome.result {
+            return self.hold(reason.clone(), outcome);
+        }
         let t = self.thresholds;
         let latest = match &outcome.result {
             Ok(reading) if reading.warning.is_some() => Status::Warn,
@@ -206,6 +215,27 @@ impl Tracker {
             consecutive_failures: self.consecutive_failures,
             last_success: self.last_success,
             output,
+        }
+    }
+}
+
+impl Tracker {
+    /// The state while the connection is re-established: as it was (a healthy component stays
+    /// ready, as `warn`; one not yet healthy stays failing), no threshold counted.
+    fn hold(&mut self, reason: String, outcome: Outcome) -> ComponentState {
+        let status = if self.healthy == Some(true) {
+            Status::Warn
+        } else {
+            Status::Fail
+        };
+        ComponentState {
+            status,
+            latest: Status::Warn,
+            healthy: self.healthy,
+            outcome,
+            consecutive_failures: self.consecutive_failures,
+            last_success: self.last_success,
+            output: Some(format!("reconnecting: {reason}")),
         }
     }
 }
@@ -405,6 +435,25 @@ mod tests {
         assert_eq!(tracker.observe(err("x")).status, Status::Warn);
         let third = tracker.observe(err("x"));
         assert_eq!((third.status, third.consecutive_failures), (Status::Fail, 3));
+    }
+
+    #[test]
+    fn a_reconnection_holds_the_state_and_counts_nothing() {
+        let reconnecting = || Outcome {
+            at: SystemTime::UNIX_EPOCH,
+            result: Err(Failure::Reconnecting("connection lost".into())),
+        };
+        let mut tracker = Tracker::new(Thresholds { failure: 2, ..T });
+        let held = tracker.observe(reconnecting());
+        assert_eq!((held.status, held.healthy), (Status::Fail, None), "nothing was ready to hold");
+        tracker.observe(ok(1));
+        let held = tracker.observe(reconnecting());
+        assert_eq!((held.status, held.latest), (Status::Warn, Status::Warn));
+        assert_eq!(held.output.as_deref(), Some("reconnecting: connection lost"));
+        // The hold counted no failure: one real failure is still tolerated.
+        assert_eq!(tracker.observe(err("x")).status, Status::Warn);
+        assert_eq!(tracker.observe(reconnecting()).consecutive_failures, 1);
+        assert_eq!(tracker.observe(err("x")).status, Status::Fail);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Metrics {
         let check_status = Family::<CheckStatusLabels, Gauge>::default();
         let redis_restarts = Family::<TargetLabel, Counter>::default();
         for &target in targets {
-            for result in ["pass", "warn", "fail", "timeout"] {
+            for result in ["pass", "warn", "fail", "timeout", "unreachable", "reconnecting"] {
                 let _ = checks.get_or_create(&CheckLabels { target, result });
             }
             let _ = connection_errors.get_or_create(&TargetLabel { target });
@@ -258,7 +258,9 @@ impl Metrics {
                 (Ok(_), Status::Warn) => "warn",
                 (Ok(_), _) => "pass",
                 (Err(Failure::Timeout(_)), _) => "timeout",
-                (Err(Failure::Error(_) | Failure::Unreachable(_)), _) => "fail",
+                (Err(Failure::Error(_)), _) => "fail",
+                (Err(Failure::Unreachable(_)), _) => "unreachable",
+                (Err(Failure::Reconnecting(_)), _) => "reconnecting",
             };
             self.checks.get_or_create(&CheckLabels { target, result }).inc();
             if let Some(rtt) = state
@@ -271,6 +273,9 @@ impl Metrics {
                 self.ping_duration
                     .get_or_create(&label)
                     .observe(rtt.as_secs_f64());
+                passed += 1;
+            } else if matches!(state.outcome.result, Err(Failure::Reconnecting(_))) && state.healthy == Some(true) {
+                // Redis was up and still accepts connections: only the connection is new.
                 passed += 1;
             }
             checked += 1;
