@@ -143,6 +143,10 @@ pub struct ServeArgs {
     /// Where each value came from: set by [`Cli::parse_args`].
     #[arg(skip)]
     pub sources: Sources,
+    /// Also answer HAProxy's agent-check on this address (`up ready`, `drain`, `down #reason`,
+    /// from the cached verdict); off when not given.
+    #[arg(long, env = "REDIS_HEALTHD_AGENT_LISTEN", value_name = "ADDR")]
+    pub agent_listen: Option<SocketAddr>,
     /// Address the HTTP server listens on.
     #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
@@ -227,6 +231,10 @@ pub struct RedisArgs {
     /// rotation, DEL it to put it back.
     #[arg(long, env = "REDIS_HEALTHD_DRAIN_KEY", value_name = "KEY")]
     pub drain_key: Option<String>,
+    /// False: report this Redis without gating readiness (its failures make /health warn, never
+    /// fail /readyz or /startupz).
+    #[arg(long, env = "REDIS_HEALTHD_READINESS", default_value = "true", value_name = "BOOL", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub readiness: bool,
 }
 
 /// Flags of the `probe` subcommand (pg_isready for Redis).
@@ -270,6 +278,7 @@ impl ServeArgs {
             config: self.config.clone().map(|path| sources.given("config", path)),
             redis_url_on_command_line: sources.on_command_line("redis_url"),
             listen: self.listen,
+            agent_listen: self.agent_listen,
             interval: sources.given("interval", self.interval),
             timeout: sources.given("timeout", self.timeout),
             max_age: sources.given("max_age", self.max_age),
@@ -310,7 +319,7 @@ impl RedisArgs {
             drain_key: sources.given("drain_key", self.drain_key.clone()),
             failure_threshold: failure,
             success_threshold: success,
-            readiness: true,
+            readiness: sources.given("readiness", self.readiness),
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct Flags {
     /// `REDIS_URL` it is only ignored).
     pub redis_url_on_command_line: bool,
     pub listen: SocketAddr,
+    pub agent_listen: Option<SocketAddr>,
     pub interval: Given<Duration>,
     pub timeout: Given<Duration>,
     pub max_age: Given<Option<Duration>>,
@@ -67,7 +68,7 @@ pub struct TargetSpec {
     pub failure_threshold: Given<u32>,
     pub success_threshold: Given<u32>,
     /// False: informational (its failures never fail `/readyz` or `/startupz`).
-    pub readiness: bool,
+    pub readiness: Given<bool>,
 }
 
 /// The validated configuration the daemon runs on.
@@ -76,6 +77,8 @@ pub struct Config {
     /// The Redis targets, in the order the document lists them (at least one).
     pub targets: Vec<Target>,
     pub listen: SocketAddr,
+    /// Where HAProxy's agent-check is answered, if anywhere.
+    pub agent_listen: Option<SocketAddr>,
     pub interval: Duration,
     pub timeout: Duration,
     pub max_age: Duration,
@@ -230,6 +233,7 @@ impl Config {
         Ok(Self {
             targets,
             listen: flags.listen,
+            agent_listen: flags.agent_listen,
             interval: interval.value,
             timeout: timeout.value,
             max_age,
@@ -249,6 +253,7 @@ impl Config {
         Ok(Self {
             targets: vec![target],
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent_listen: None,
             interval: Duration::from_millis(500),
             timeout,
             max_age: timeout * 3,
@@ -272,6 +277,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("targets", &self.targets)
             .field("listen", &self.listen)
+            .field("agent_listen", &self.agent_listen)
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
             .field("max_age", &self.max_age)
@@ -380,7 +386,7 @@ pub fn target(
             failure: spec.failure_threshold.value,
             success: spec.success_threshold.value,
         },
-        readiness: spec.readiness,
+        readiness: spec.readiness.value,
     })
 }
 
@@ -517,7 +523,7 @@ fn file_spec(
             table.success_threshold,
             &defaults.success_threshold,
         ),
-        readiness: table.readiness.unwrap_or(true),
+        readiness: over("readiness", table.readiness, &defaults.readiness),
         scope,
     })
 }

@@ -1,6 +1,6 @@
 //! One long-lived fred client to one Redis server (or one Sentinel-resolved master): a bounded
 //! reconnect policy, the connection events that trigger early checks, the real reason behind a
-//! failure, and commands bounded by the check budget. The probe holds one; a cluster holds one
+//! failure, and commands bounded by the check budget. The check loop holds one; a cluster holds one
 //! per node.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -511,12 +511,20 @@ async fn accepts_connections(server: &Server, budget: Duration) -> Result<(), St
         if server.port == 0 && host.starts_with('/') {
             tokio::net::UnixStream::connect(host).await.map(drop)
         } else {
-            tokio::net::TcpStream::connect((host, server.port)).await.map(drop)
+            tokio::net::TcpStream::connect((host, server.port))
+                .await
+                .map(drop)
         }
     };
     match tokio::time::timeout(budget, connect).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        // The OS's own words, as fred's errors give them: "Connection refused".
+        Ok(Err(e)) => Err(e
+            .to_string()
+            .split(" (os error ")
+            .next()
+            .unwrap_or_default()
+            .to_owned()),
         Err(_) => Err(format!(
             "connecting timed out after {}",
             humantime::format_duration(budget)
@@ -527,7 +535,9 @@ async fn accepts_connections(server: &Server, budget: Duration) -> Result<(), St
 /// A failure's reason without its kind.
 fn reason_of(failure: &Failure) -> String {
     match failure {
-        Failure::Unreachable(reason) | Failure::Error(reason) | Failure::Reconnecting(reason) => reason.clone(),
+        Failure::Unreachable(reason) | Failure::Error(reason) | Failure::Reconnecting(reason) => {
+            reason.clone()
+        }
         other => other.to_string(),
     }
 }

@@ -445,7 +445,11 @@ mod tests {
         };
         let mut tracker = Tracker::new(Thresholds { failure: 2, ..T });
         let held = tracker.observe(reconnecting());
-        assert_eq!((held.status, held.healthy), (Status::Fail, None), "nothing was ready to hold");
+        assert_eq!(
+            (held.status, held.healthy),
+            (Status::Fail, None),
+            "nothing was ready to hold"
+        );
         tracker.observe(ok(1));
         let held = tracker.observe(reconnecting());
         assert_eq!((held.status, held.latest), (Status::Warn, Status::Warn));

@@ -32,7 +32,7 @@
 //!   (the kube-apiserver's `?verbose` text and its conditions), [`page`] (the status page).
 //! - [`view`]: what each endpoint answers from the latest snapshot at a given moment.
 //! - [`http`]: the accept loop and the routing; [`admission`] decides which connections stay
-//!   when full.
+//!   when full; [`agent`] speaks HAProxy's agent-check protocol from the same view.
 //! - [`metrics`]: the Prometheus registry (recorded by the loops, encoded per scrape), every
 //!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics.
 //!
@@ -45,6 +45,7 @@
 
 pub mod address;
 pub mod admission;
+pub mod agent;
 pub mod checks;
 pub mod cli;
 pub mod cluster;
@@ -129,6 +130,14 @@ pub async fn run(
         .iter()
         .map(|target| monitor::Servers::start(&config, target, metrics.connection_errors(target.name)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let agent_listener = match config.agent_listen {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+    let agent_listen = match &agent_listener {
+        Some(listener) => listener.local_addr()?.to_string(),
+        None => "off".to_owned(),
+    };
     info!(
         listen = %listener.local_addr()?,
         redis = %config.targets.iter().map(|t| match t.name {
@@ -137,6 +146,7 @@ pub async fn run(
         }).collect::<Vec<_>>().join(","),
         interval = %humantime::format_duration(config.interval),
         timeout = %humantime::format_duration(config.timeout),
+        agent_listen = %agent_listen,
         "redis-healthd serving"
     );
     // SIGHUP reaches every target's loop as a new value of a counter.
@@ -166,6 +176,8 @@ pub async fn run(
     drop(rounds_tx);
     let publisher = tokio::spawn(monitor::publish(config.clone(), rounds_rx, metrics, snapshot_tx));
     let max_connections = config.max_connections as usize;
+    let agent =
+        agent_listener.map(|listener| tokio::spawn(agent::serve(listener, state.clone(), stop_rx.clone())));
     let server = tokio::spawn(http::serve(listener, state.clone(), max_connections, stop_rx));
 
     shutdown.await;
@@ -173,6 +185,9 @@ pub async fn run(
     state.start_draining();
     stop_tx.send_replace(true);
     server.await?;
+    if let Some(agent) = agent {
+        agent.await?;
+    }
     forward.abort();
     let mut quits = Vec::with_capacity(loops.len());
     for done in loops {

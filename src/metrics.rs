@@ -1,6 +1,6 @@
 //! The Prometheus registry and its encoding. The probe task records each check here; a scrape
 //! only reads atomics and `/proc/self`, never Redis. The classic text format (0.0.4) is the
-//! default; OpenMetrics is served when the `Accept` header commands for it.
+//! default; OpenMetrics is served when the `Accept` header asks for it.
 //!
 //! An encoded body is reused until a check completes, readiness changes, or a second passes, so
 //! a flood of scrapes costs at most one encoding (and one `/proc` read) per format per second.
@@ -274,7 +274,9 @@ impl Metrics {
                     .get_or_create(&label)
                     .observe(rtt.as_secs_f64());
                 passed += 1;
-            } else if matches!(state.outcome.result, Err(Failure::Reconnecting(_))) && state.healthy == Some(true) {
+            } else if matches!(state.outcome.result, Err(Failure::Reconnecting(_)))
+                && state.healthy == Some(true)
+            {
                 // Redis was up and still accepts connections: only the connection is new.
                 passed += 1;
             }
@@ -386,7 +388,7 @@ impl Metrics {
     }
 }
 
-/// True when an `Accept` header commands for OpenMetrics (as Prometheus does when it may).
+/// True when an `Accept` header asks for OpenMetrics (as Prometheus does when it may).
 pub fn wants_openmetrics(accept: Option<&str>) -> bool {
     accept.is_some_and(|accept| {
         accept.split(',').any(|range| {

@@ -46,7 +46,7 @@ impl<'a> View<'a> {
 
     /// What a probe endpoint answers: `(true, body)` is 200, `(false, body)` is 503.
     ///
-    /// Liveness only commands whether the probe loop is turning (a fresh snapshot), never what
+    /// Liveness only asks whether the probe loop is turning (a fresh snapshot), never what
     /// Redis said; readiness and the document also need a pass/warn verdict and no shutdown
     /// under way.
     pub fn answer(&self, endpoint: Endpoint) -> (bool, Bytes) {
@@ -60,6 +60,12 @@ impl<'a> View<'a> {
             Endpoint::Ready => (snapshot.status != Status::Fail, snapshot.summary.clone()),
             Endpoint::Health => (snapshot.status != Status::Fail, snapshot.document.clone()),
         }
+    }
+
+    /// True when the verdict is `warn` and readiness holds: Envoy's active health checker
+    /// marks such a host degraded (`x-envoy-degraded`) rather than healthy or failed.
+    pub fn degraded(&self) -> bool {
+        self.fresh && !self.draining && self.snapshot.status == Status::Warn
     }
 
     /// The conditions an endpoint answers by (kube-style text, per-check paths): liveness

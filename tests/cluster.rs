@@ -239,7 +239,9 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
     assert!(survivors_fail < Duration::from_secs(10));
     let output = support::output(daemon.addr);
     assert!(
-        output.contains(&format!("redis:responseTime {dead}: Connection refused")),
+        output.contains(&format!(
+            "redis:responseTime {dead}: unreachable: Connection refused"
+        )),
         "{output}"
     );
     assert_eq!(

@@ -91,7 +91,7 @@ fn verbose_text_lists_each_check_and_follows_redis() {
     assert!(
         reply
             .body
-            .contains("[-]redis:responseTime failed: Connection refused\n"),
+            .contains("[-]redis:responseTime failed: unreachable: Connection refused\n"),
         "{}",
         reply.body
     );

@@ -82,7 +82,7 @@ fn no_answer_exits_2_within_the_timeout() {
     assert_eq!(code, Some(2));
     assert_eq!(
         out,
-        format!("{url}: no response: redis:responseTime: Connection refused\n")
+        format!("{url}: no response: redis:responseTime: unreachable: Connection refused\n")
     );
     // A path that swallows everything: the timeout, not a hang.
     let redis = RedisServer::start();

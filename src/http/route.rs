@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::State;
@@ -16,6 +16,9 @@ const HEALTH_JSON: HeaderValue = HeaderValue::from_static("application/health+js
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+/// Envoy's active health checking marks a host that sends this header degraded.
+const ENVOY_DEGRADED: HeaderName = HeaderName::from_static("x-envoy-degraded");
+const WARN: HeaderValue = HeaderValue::from_static("warn");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 const NOT_FOUND_BODY: &str =
@@ -72,8 +75,12 @@ enum Page<'a> {
 fn probe(endpoint: Endpoint, name: &str, query: Option<&str>, state: &State) -> Response<Full<Bytes>> {
     let query = query.map(Query::parse).unwrap_or_default();
     if !query.is_kube() || endpoint == Endpoint::Started {
-        let (ok, body) = state.view(|view| view.answer(endpoint));
-        return reply(status_code(ok), HEALTH_JSON, body);
+        let ((ok, body), degraded) = state.view(|view| (view.answer(endpoint), view.degraded()));
+        let mut response = reply(status_code(ok), HEALTH_JSON, body);
+        if degraded && matches!(endpoint, Endpoint::Ready | Endpoint::Health) {
+            response.headers_mut().insert(ENVOY_DEGRADED, WARN);
+        }
+        return response;
     }
     let conditions = state.view(|view| view.conditions(endpoint));
     if query.verbose {
@@ -263,6 +270,32 @@ mod tests {
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[ALLOW], "GET, HEAD");
         assert_eq!(get("/readyz", Method::HEAD, &state).status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn a_warn_verdict_tells_envoy_the_host_is_degraded() {
+        let state = state_with(Status::Warn);
+        for path in ["/readyz", "/health", "/healthz"] {
+            let response = get(path, Method::GET, &state);
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(response.headers()["x-envoy-degraded"], "warn", "{path}");
+        }
+        assert!(get("/livez", Method::GET, &state)
+            .headers()
+            .get("x-envoy-degraded")
+            .is_none());
+        let state = state_with(Status::Pass);
+        assert!(get("/readyz", Method::GET, &state)
+            .headers()
+            .get("x-envoy-degraded")
+            .is_none());
+        state.start_draining();
+        let state = state_with(Status::Warn);
+        state.start_draining();
+        assert!(get("/readyz", Method::GET, &state)
+            .headers()
+            .get("x-envoy-degraded")
+            .is_none());
     }
 
     #[test]
