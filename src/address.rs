@@ -75,10 +75,7 @@ impl RedisAddress {
         })?;
         let redacted = redact(&parsed);
         let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
-        let tls_url = matches!(
-            parsed.scheme(),
-            "rediss" | "valkeys" | "rediss-sentinel" | "rediss-cluster"
-        );
+        let tls_url = is_tls_scheme(parsed.scheme());
         let topology = match parsed.scheme() {
             "redis" | "valkey" | "redis+unix" | "valkey+unix" | "rediss" | "valkeys" => Topology::Standalone,
             "redis-sentinel" | "rediss-sentinel" => Topology::Sentinel,
@@ -158,6 +155,12 @@ impl RedisAddress {
         &self.client
     }
 
+    /// True when a username is set but no password (neither in the URL nor from a file): fred
+    /// then sends no AUTH, and the checks would run as the `default` user.
+    pub fn username_without_password(&self) -> bool {
+        self.client.username.is_some() && self.client.password.is_none() && self.password_file.is_none()
+    }
+
     /// True when the password comes from a file, read at every (re)connection.
     pub fn has_password_file(&self) -> bool {
         self.password_file.is_some()
@@ -227,6 +230,14 @@ impl fmt::Display for RedisAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted)
     }
+}
+
+/// True for the schemes that speak TLS to every server.
+pub fn is_tls_scheme(scheme: &str) -> bool {
+    matches!(
+        scheme,
+        "rediss" | "valkeys" | "rediss-sentinel" | "rediss-cluster"
+    )
 }
 
 /// The URL with its password and any password-like query parameter replaced by `***`.

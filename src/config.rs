@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::address::{RedisAddress, Topology};
+use crate::address::{is_tls_scheme, RedisAddress, Topology};
 use crate::checks::{ExpectRole, Plan};
 use crate::config_file::{self, FileTarget};
 use crate::error::{AddressKeys, At, ConfigError, Given, Scope};
@@ -209,6 +209,18 @@ impl Config {
                     "{variable} from the environment is ignored: the targets come from --target and --config"
                 ));
             }
+            if flags.config.is_some() {
+                let credentials = [
+                    flags.defaults.username.as_given().map(|g| g.at),
+                    flags.defaults.password_file.as_given().map(|g| g.at),
+                ];
+                for at in credentials.into_iter().flatten() {
+                    notices.push(format!(
+                        "{at} is not used for the --config file's targets: each [[target]] takes its \
+                         credentials from its own keys"
+                    ));
+                }
+            }
             named_specs(&flags)?
         };
         let mut targets: Vec<Target> = Vec::with_capacity(specs.len());
@@ -344,6 +356,21 @@ pub fn target(
         (tls_metrics, names.target),
     )
     .map_err(|e| ConfigError::address(scope, &keys, e))?;
+    if redis.username_without_password() {
+        let at = if spec.username.value.is_some() {
+            &spec.username.at
+        } else {
+            &spec.url.at
+        };
+        return Err(ConfigError::at(
+            scope,
+            at,
+            "a username needs a password (in the URL or a password file): without one no AUTH is \
+             sent and the checks run as the default user (for an ACL user with nopass, give any \
+             password)"
+                .to_owned(),
+        ));
+    }
     let master_by_topology = match redis.topology() {
         Topology::Standalone => None,
         Topology::Sentinel => Some("Sentinel"),
@@ -468,6 +495,20 @@ fn file_spec(
         over(key, value.map(Some), default)
     }
     let file = |p: &Option<PathBuf>| p.as_ref().map(|p| dir.join(p));
+    // Credentials go only to the server they were given for: a table's own keys, never the
+    // flags'. TLS options of the flags apply to the table's target only if it speaks TLS.
+    let own = |key: &'static str, value: Option<PathBuf>| Given::new(value, At::Key(key));
+    let tls = table
+        .url
+        .split_once("://")
+        .is_some_and(|(scheme, _)| is_tls_scheme(scheme));
+    let tls_file = |key: &'static str, value: &Option<PathBuf>, default: &Given<Option<PathBuf>>| {
+        if tls {
+            some(key, file(value), default)
+        } else {
+            own(key, file(value))
+        }
+    };
     let parsed =
         |key: &'static str, text: Option<String>, parse: fn(&str) -> Result<_, String>, default| match text {
             Some(text) => parse(&text)
@@ -478,24 +519,20 @@ fn file_spec(
     Ok(TargetSpec {
         name: table.name.clone(),
         url: Given::new(table.url.clone(), At::Key("url")),
-        username: some("username", table.username.clone(), &defaults.username),
-        password_file: some(
-            "password_file",
-            file(&table.password_file),
-            &defaults.password_file,
-        ),
-        tls_ca_file: some("tls_ca_file", file(&table.tls_ca_file), &defaults.tls_ca_file),
-        tls_cert_file: some(
-            "tls_cert_file",
-            file(&table.tls_cert_file),
-            &defaults.tls_cert_file,
-        ),
-        tls_key_file: some("tls_key_file", file(&table.tls_key_file), &defaults.tls_key_file),
-        tls_server_name: some(
-            "tls_server_name",
-            table.tls_server_name.clone(),
-            &defaults.tls_server_name,
-        ),
+        username: Given::new(table.username.clone(), At::Key("username")),
+        password_file: own("password_file", file(&table.password_file)),
+        tls_ca_file: tls_file("tls_ca_file", &table.tls_ca_file, &defaults.tls_ca_file),
+        tls_cert_file: tls_file("tls_cert_file", &table.tls_cert_file, &defaults.tls_cert_file),
+        tls_key_file: tls_file("tls_key_file", &table.tls_key_file, &defaults.tls_key_file),
+        tls_server_name: if tls {
+            some(
+                "tls_server_name",
+                table.tls_server_name.clone(),
+                &defaults.tls_server_name,
+            )
+        } else {
+            Given::new(table.tls_server_name.clone(), At::Key("tls_server_name"))
+        },
         warn_latency: parsed(
             "warn_latency",
             table.warn_latency.clone(),

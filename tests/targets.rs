@@ -413,3 +413,68 @@ fn the_kubernetes_example_targets_file_parses() {
     assert_eq!(targets[1].check_writes, Some(true));
     assert_eq!(targets[2].readiness, Some(false));
 }
+
+#[test]
+fn a_credential_goes_only_to_the_target_it_was_given_for() {
+    let cache = RedisServer::start_with(&["--requirepass", "cache-secret"]);
+    let plain = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let password = support::write_file(dir.path(), "cache-password", "cache-secret\n");
+    let certs = support::Certs::make();
+    let config = support::write_file(
+        dir.path(),
+        "targets.toml",
+        &format!(
+            "[[target]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:{}\"\npassword_file = \"cache-password\"\n\n\
+             [[target]]\nname = \"plain\"\nurl = \"redis://127.0.0.1:{}\"\n",
+            cache.port, plain.port
+        ),
+    );
+    // The single-target examples set REDIS_PASSWORD_FILE; a global CA is for rediss:// only.
+    let ca = certs.arg("ca.pem");
+    let mut flags = vec!["--config", config.to_str().unwrap(), "--tls-ca-file", &ca];
+    flags.extend_from_slice(&FAST);
+    let daemon = DaemonProcess::spawn(&flags, &[("REDIS_PASSWORD_FILE", password.to_str().unwrap())]);
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    std::thread::sleep(INTERVAL * 2);
+    let stats = cache.cli_as(Some("cache-secret"), &["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_auth:calls="), "{stats}");
+    assert_eq!(
+        plain.info_number(&["commandstats"], "cmdstat_auth"),
+        0,
+        "the plain target was sent AUTH"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("REDIS_PASSWORD_FILE is not used for the --config file's targets"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_username_without_a_password_is_refused_naming_it() {
+    let (code, _, stderr) = run_binary(&["--redis-username", "app"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --redis-username: a username needs a password"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_binary(&["--redis-url", "redis://app@127.0.0.1:6379"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --redis-url: a username needs a password"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_file(
+        dir.path(),
+        "t.toml",
+        "[[target]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:6379\"\nusername = \"app\"\n",
+    );
+    let (code, _, stderr) = run_binary(&["--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("target \"cache\": username: a username needs a password"),
+        "{stderr}"
+    );
+}
