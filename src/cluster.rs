@@ -264,12 +264,26 @@ impl Cluster {
     }
 
     /// Waits for the next connection event of any node.
+    /// The next connection event of any node; `Closed` only once every node's client has
+    /// closed its events (one node's closing never silences the others).
     pub async fn next_event(&mut self) -> Event {
         if self.nodes.is_empty() {
             return std::future::pending().await;
         }
-        let events = self.nodes.values_mut().map(|c| Box::pin(c.next_event()));
-        select_all(events).await.0
+        let open: Vec<_> = self
+            .nodes
+            .values_mut()
+            .filter(|c| !c.events_closed())
+            .map(|c| Box::pin(c.next_event()))
+            .collect();
+        if open.is_empty() {
+            return Event::Closed;
+        }
+        match select_all(open).await.0 {
+            // That node's events ended: wait for the others'.
+            Event::Closed => Event::StillDown,
+            event => event,
+        }
     }
 
     /// Reconnects every node (reading the password file again).

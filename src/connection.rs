@@ -68,6 +68,8 @@ pub struct Connection {
     info_denied: Option<String>,
     /// The server refused `INFO` with several sections (before Redis 7.0): ask plain `INFO`.
     info_plain: bool,
+    /// The client closed its event streams (it quit): no more events will come.
+    events_closed: bool,
 }
 
 impl Connection {
@@ -124,6 +126,7 @@ impl Connection {
             connected_to: None,
             info_denied: None,
             info_plain: false,
+            events_closed: false,
         })
     }
 
@@ -368,6 +371,11 @@ impl Connection {
         }
     }
 
+    /// True once the client closed its event streams.
+    pub fn events_closed(&self) -> bool {
+        self.events_closed
+    }
+
     /// Waits for the next connection event and records it.
     pub async fn next_event(&mut self) -> Event {
         tokio::select! {
@@ -435,7 +443,10 @@ impl Connection {
                 self.connection_errors.inc_by(missed);
                 Event::StillDown
             }
-            Err(broadcast::error::RecvError::Closed) => Event::Closed,
+            Err(broadcast::error::RecvError::Closed) => {
+                self.events_closed = true;
+                Event::Closed
+            }
         }
     }
 
@@ -453,7 +464,10 @@ impl Connection {
                 Event::Connected
             }
             Err(broadcast::error::RecvError::Lagged(_)) => Event::Connected,
-            Err(broadcast::error::RecvError::Closed) => Event::Closed,
+            Err(broadcast::error::RecvError::Closed) => {
+                self.events_closed = true;
+                Event::Closed
+            }
         }
     }
 

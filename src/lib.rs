@@ -37,7 +37,8 @@
 //!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics.
 //!
 //! The subcommands, [`cmd::check`] (ask a running daemon) and [`cmd::probe`] (pg_isready for
-//! Redis, the daemon's checks once), and every exit code, [`exit`].
+//! Redis, the daemon's checks once); every exit code, [`exit`]; the signals, held from the
+//! first line of `main` until their handlers run, [`signals`].
 //!
 //! Data flows one way: each target's loop sends its rounds to the publisher, the only writer
 //! of a `watch` channel of immutable snapshots (bodies pre-rendered); every request reads the
@@ -66,6 +67,7 @@ pub mod monitor;
 pub mod names;
 pub mod page;
 pub mod process;
+pub mod signals;
 pub mod snapshot;
 pub mod tls;
 pub mod view;

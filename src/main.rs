@@ -11,12 +11,15 @@ use redis_healthd::cmd::{check, probe};
 use redis_healthd::config::{Config, LogFormat};
 use redis_healthd::exit::{Exit, ProbeExit};
 use redis_healthd::http;
+use redis_healthd::signals::{self, Signals};
 use tokio::sync::Notify;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
+    // Until the daemon's handlers are installed, SIGTERM waits instead of killing it.
+    let held = signals::hold();
     let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
@@ -40,6 +43,16 @@ fn main() -> ExitCode {
             return Exit::Failure.into();
         }
     };
+    if cli.command.is_some() {
+        // The subcommands keep the default actions: SIGTERM ends them at once.
+        held.release();
+        return run_subcommand(&runtime, cli);
+    }
+    serve(&runtime, &cli, held)
+}
+
+/// `probe` or `check`.
+fn run_subcommand(runtime: &tokio::runtime::Runtime, cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Probe(args)) => match runtime.block_on(probe::run(&args)) {
             Ok(answer) => {
@@ -63,12 +76,12 @@ fn main() -> ExitCode {
             println!("{line}");
             exit.into()
         }
-        None => serve(&runtime, &cli),
+        None => Exit::Usage.into(),
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-fn serve(runtime: &tokio::runtime::Runtime, cli: &Cli) -> ExitCode {
+/// Runs the daemon until SIGTERM or SIGINT, whenever it comes after `main` started.
+fn serve(runtime: &tokio::runtime::Runtime, cli: &Cli, held: signals::Held) -> ExitCode {
     let config = match Config::from_flags(cli.serve.flags()) {
         Ok(config) => config,
         Err(e) => {
@@ -78,10 +91,13 @@ fn serve(runtime: &tokio::runtime::Runtime, cli: &Cli) -> ExitCode {
     };
     init_tracing(config.log_format);
     let outcome = runtime.block_on(async {
-        let listener = http::bind(config.listen).await?;
+        let installed = Signals::install();
+        // A signal that came during start-up is delivered now, to the handlers.
+        held.release();
         let reconnect = Arc::new(Notify::new());
-        forward_sighup(reconnect.clone())?;
-        redis_healthd::run(config, listener, shutdown_signal(), reconnect).await
+        let shutdown = installed?.split(reconnect.clone());
+        let listener = http::bind(config.listen).await?;
+        redis_healthd::run(config, listener, shutdown, reconnect).await
     });
     match outcome {
         Ok(()) => Exit::Success.into(),
@@ -117,35 +133,5 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => tracing_subscriber::registry()
             .with(layer.json().with_filter(filter))
             .init(),
-    }
-}
-
-/// SIGHUP makes the Redis client reconnect, reading the password file again (instead of the
-/// default action, which would end the process).
-fn forward_sighup(reconnect: Arc<Notify>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            reconnect.notify_one();
-        }
-    });
-    Ok(())
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        // Without a SIGTERM handler, SIGINT still stops the daemon.
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

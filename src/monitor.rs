@@ -271,7 +271,7 @@ pub fn judge(reports: Vec<Report>, trackers: &mut Trackers, target: &Target) -> 
 }
 
 /// Counts and logs a server whose `run_id` changed since the last check: Redis restarted and
-/// may have lost data.
+/// may have lost data. Servers gone from the round (former cluster primaries) are forgotten.
 fn note_restarts(
     target: &Target,
     reports: &[Report],
@@ -290,6 +290,7 @@ fn note_restarts(
             }
         }
     }
+    run_ids.retain(|key, _| reports.iter().any(|r| &r.key == key));
 }
 
 /// The document's `description`: the Redis URL, or with several targets each name and URL.
@@ -335,6 +336,41 @@ mod tests {
 
     use super::*;
     use crate::cli::Cli;
+
+    #[test]
+    fn run_ids_of_servers_gone_from_the_round_are_forgotten() {
+        let cli = Cli::parse_args(["redis-healthd"]).unwrap();
+        let config = Config::from_flags(cli.serve.flags()).unwrap();
+        let metrics = Metrics::new(config.timeout, &["redis"]);
+        let report = |key: &str, run: &str| Report {
+            key: key.into(),
+            id: key.into(),
+            outcomes: Vec::new(),
+            run: Some((run.into(), Some(1))),
+        };
+        let mut run_ids = BTreeMap::new();
+        let target = &config.targets[0];
+        note_restarts(
+            target,
+            &[report("a:1", "x"), report("b:1", "y")],
+            &mut run_ids,
+            &metrics,
+        );
+        note_restarts(target, &[report("b:1", "y")], &mut run_ids, &metrics);
+        assert_eq!(run_ids.keys().collect::<Vec<_>>(), ["b:1"]);
+        // A node that comes back is not taken for a restart of the one it was.
+        note_restarts(
+            target,
+            &[report("a:1", "z"), report("b:1", "y")],
+            &mut run_ids,
+            &metrics,
+        );
+        let text = String::from_utf8_lossy(&metrics.encode(false, true).0).into_owned();
+        assert!(
+            text.contains("redis_healthd_redis_restarts_total{target=\"redis\"} 0\n"),
+            "{text}"
+        );
+    }
 
     /// The check loop's future lives in one task; fred's command futures are several KiB each,
     /// and five of them unboxed in one check made it 70 KiB, copied through the main stack at

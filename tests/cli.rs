@@ -260,3 +260,53 @@ fn slow_clients_are_cut_at_the_header_timeout() {
     // Meanwhile and afterwards, probes are answered.
     assert_eq!(support::get(daemon.addr, "/livez").status, 200);
 }
+
+/// SIGTERM while the daemon is still starting (here: reading its `--config` file, a FIFO that
+/// the test holds open) is acted on once it runs: the same drain and exit 0, never death by
+/// the signal's default action.
+#[test]
+fn sigterm_during_start_up_still_drains_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("targets.toml");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let port = support::free_port();
+    let mut child = support::command(
+        &["--config", fifo.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[],
+    )
+    .spawn()
+    .unwrap();
+    // Opening the FIFO for writing returns once the daemon has opened it: it is inside main.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon died of the SIGTERM"
+    );
+    use std::io::Write;
+    write!(
+        writer,
+        "[[target]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:{port}\"\n"
+    )
+    .unwrap();
+    drop(writer);
+    let mut code = None;
+    wait_until(Duration::from_secs(10), "the daemon to exit", || {
+        code = child.try_wait().unwrap();
+        code.is_some()
+    });
+    let code = code.unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(code.code(), Some(0), "{code:?}: {stderr}");
+    assert!(
+        stderr.contains("shutting down") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+}
