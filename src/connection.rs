@@ -12,7 +12,7 @@ use fred::prelude::{
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::checks::{Commands, InfoReply, Replies};
 use crate::config::Config;
@@ -70,6 +70,17 @@ pub struct Connection {
     info_plain: bool,
     /// The client closed its event streams (it quit): no more events will come.
     events_closed: bool,
+    /// What this connection was built from, to build its replacement.
+    recipe: Recipe,
+}
+
+/// What a connection is built from. Holds the password: never printed.
+#[derive(Clone)]
+struct Recipe {
+    client_config: fred::prelude::Config,
+    policy: ReconnectPolicy,
+    timeout: Duration,
+    interval: Duration,
 }
 
 impl Connection {
@@ -77,15 +88,25 @@ impl Connection {
     /// waits for Redis.
     pub fn start(
         config: &Config,
-        mut client_config: fred::prelude::Config,
+        client_config: fred::prelude::Config,
         connection_errors: Counter,
     ) -> anyhow::Result<Self> {
+        let recipe = Recipe {
+            client_config,
+            policy: reconnect_policy(config),
+            timeout: config.timeout,
+            interval: config.interval,
+        };
+        Self::open(recipe, connection_errors)
+    }
+
+    fn open(recipe: Recipe, connection_errors: Counter) -> anyhow::Result<Self> {
+        let mut client_config = recipe.client_config.clone();
         // fail_fast: the first attempt is made at once (without it, fred waits one jittered
         // policy delay first); if it fails, the connection task ends and the next check starts
         // another (`known_failure`). Once connected, a lost connection follows the policy.
         client_config.fail_fast = true;
-        let policy = reconnect_policy(config);
-        let timeout = config.timeout;
+        let timeout = recipe.timeout;
         let client = Builder::from_config(client_config)
             .with_connection_config(|c| {
                 c.connection_timeout = timeout;
@@ -99,7 +120,7 @@ impl Connection {
                 // 30 KiB per client: with many targets, most of the daemon's heap.
                 p.broadcast_channel_capacity = 4;
             })
-            .set_policy(policy)
+            .set_policy(recipe.policy.clone())
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the Redis client: {}", e.details()))?;
         let errors = client.error_rx();
@@ -119,14 +140,15 @@ impl Connection {
             reconnects,
             settled: false,
             connection_error: None,
-            trust_error_for: config.interval,
+            trust_error_for: recipe.interval,
             dropped_at: None,
-            hold_for: config.interval + timeout * 2,
+            hold_for: recipe.interval + timeout * 2,
             connection_errors,
             connected_to: None,
             info_denied: None,
             info_plain: false,
             events_closed: false,
+            recipe,
         })
     }
 
@@ -471,14 +493,13 @@ impl Connection {
         }
     }
 
-    /// Drops the connection and makes a new one (reading the password and TLS files again),
-    /// bounded by the check budget; the reconnect event then triggers a check. fred makes the
-    /// new connection after its jittered reconnect delay (at most an interval).
+    /// Makes a new connection (the password and TLS files read again) before dropping this
+    /// one: the new client connects, bounded by the check budget, then takes this one's place,
+    /// and the old one is closed in the background. Checks meanwhile still use the old
+    /// connection, so a reconnection on request never fails a check or slows a PONG.
     ///
-    /// While the connection is known to be down nothing is forced: the attempt already under
-    /// way reads the files again, and a forced reconnection queued behind it would only drop
-    /// the connection it makes (and wait out a second delay). A connection task that has ended
-    /// is started again.
+    /// While the connection is known to be down nothing is replaced: the attempt already under
+    /// way reads the files again. A connection task that has ended is started again.
     pub async fn reconnect(&mut self) {
         self.drain_events();
         if self.connecting.is_finished() {
@@ -489,11 +510,19 @@ impl Connection {
             debug!("reconnect requested while the connection is down: the next attempt reads the files");
             return;
         }
-        match tokio::time::timeout(self.budget, self.client.force_reconnection()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(reason = %describe(&e), "reconnect failed"),
-            Err(_) => debug!("reconnect still under way after the check budget"),
+        let mut fresh = match Self::open(self.recipe.clone(), self.connection_errors.clone()) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                warn!(reason = %e, "cannot make a new connection; keeping this one");
+                return;
+            }
+        };
+        if !fresh.settle().await {
+            debug!("the new connection is still being made after the check budget");
         }
+        let old = std::mem::replace(self, fresh);
+        let budget = old.budget;
+        tokio::spawn(old.quit(budget));
     }
 
     /// Closes the client, bounded: QUIT can hang while disconnected.

@@ -157,3 +157,65 @@ fn a_unix_socket_is_checked_like_tcp() {
     redis.restart();
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
 }
+
+/// SIGHUP on a healthy connection makes the new connection before dropping the old one: no
+/// check fails or slows down for it.
+#[test]
+fn twenty_sighups_on_a_healthy_connection_never_fail_or_slow_a_check() {
+    let redis = RedisServer::start_with(&["--requirepass", "the-secret"]);
+    let file = write_file(redis.dir(), "password", "the-secret\n");
+    let daemon = DaemonProcess::spawn(
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--redis-password-file",
+            file.to_str().unwrap(),
+            "--interval",
+            "500ms",
+            "--timeout",
+            "200ms",
+        ],
+        &[],
+    );
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    let connections = || {
+        let info = redis.cli_as(Some("the-secret"), &["INFO", "stats"]);
+        info.lines()
+            .find_map(|l| {
+                l.strip_prefix("total_connections_received:")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let before = connections();
+    let (mut samples, mut bad, mut slowest) = (0, Vec::new(), 0.0f64);
+    for _ in 0..20 {
+        daemon.signal("-HUP");
+        let until = std::time::Instant::now() + Duration::from_millis(150);
+        while std::time::Instant::now() < until {
+            let reply = support::get(daemon.addr, "/health");
+            samples += 1;
+            let doc = reply.json();
+            let entry = &doc["checks"]["redis:responseTime"][0];
+            slowest = slowest.max(entry["observedValue"].as_f64().unwrap_or(0.0));
+            if reply.status != 200 || doc["status"] != "pass" {
+                bad.push(format!("{} {}", reply.status, doc["output"]));
+            }
+        }
+    }
+    let made = connections() - before;
+    println!(
+        "20 SIGHUPs: {samples} samples, {} not pass, slowest PONG {slowest} ms, {made} new connections",
+        bad.len()
+    );
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(made >= 20, "{made} new connections for 20 SIGHUPs");
+    // The old connections were closed: one connection (and redis-cli's) remain.
+    wait_until(Duration::from_secs(3), "the old connections closed", || {
+        redis
+            .cli_as(Some("the-secret"), &["INFO", "clients"])
+            .contains("connected_clients:2")
+    });
+}
