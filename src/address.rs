@@ -142,11 +142,19 @@ impl RedisAddress {
         })
     }
 
-    /// Reads the TLS files again now (SIGHUP), keeping the last good set if one is bad; the
-    /// handshakes that follow use what this read.
-    pub fn reload_tls(&self) {
+    /// Reads the TLS files again off the runtime thread (waiting at most `budget`), keeping
+    /// the last good set if one is bad; the handshakes that follow use what this read.
+    pub async fn reload_tls(&self, budget: std::time::Duration) {
         if let Some(files) = &self.tls_files {
-            files.reload();
+            files.reload_off_thread(budget).await;
+        }
+    }
+
+    /// Starts reading the TLS files again off the runtime thread, without waiting: for the
+    /// next handshake (once per interval, and when a connection drops).
+    pub fn reload_tls_in_background(&self) {
+        if let Some(files) = &self.tls_files {
+            files.reload_in_background();
         }
     }
 

@@ -1,8 +1,14 @@
 //! The Redis password from `--redis-password-file`, read again at every (re)connection, so a
 //! rotated secret (a Kubernetes Secret volume is updated in place) is used without a restart.
-//! `Debug` shows the path, never the password.
+//! The read at a reconnection runs off the runtime thread and is bounded: a file that hangs
+//! (a stuck NFS or CSI mount) fails that connection attempt with the reason, and every
+//! endpoint goes on answering. `Debug` shows the path, never the password.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use fred::prelude::{Error, ErrorKind, Server};
 use fred::types::config::CredentialProvider;
@@ -13,7 +19,16 @@ use fred::types::config::CredentialProvider;
 pub struct PasswordFile {
     path: PathBuf,
     username: Option<String>,
+    /// A read still under way (stuck): the next fetch waits on it instead of starting another,
+    /// so a hung file never piles up blocked threads.
+    in_flight: Arc<Mutex<Option<Read>>>,
 }
+
+type Read = JoinHandle<Result<String, PasswordFileError>>;
+
+/// How long a read of the password file may take: a local file answers in microseconds, so a
+/// read still blocked after this is a stuck mount.
+const READ_BUDGET: Duration = Duration::from_millis(100);
 
 impl PasswordFile {
     /// Checks the file can be read now (a bad path is a configuration error at start).
@@ -22,6 +37,7 @@ impl PasswordFile {
         Ok(Self {
             path: path.to_owned(),
             username,
+            in_flight: Arc::default(),
         })
     }
 }
@@ -29,9 +45,28 @@ impl PasswordFile {
 #[async_trait::async_trait]
 impl CredentialProvider for PasswordFile {
     async fn fetch(&self, _server: Option<&Server>) -> Result<(Option<String>, Option<String>), Error> {
-        // A few bytes, once per connection: not worth a blocking-pool hop.
-        let password =
-            read(&self.path).map_err(|e| Error::new(ErrorKind::Auth, format!("password file: {e}")))?;
+        let taken = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut reading = taken.unwrap_or_else(|| {
+            let path = self.path.clone();
+            tokio::task::spawn_blocking(move || read(&path))
+        });
+        let password = match tokio::time::timeout(READ_BUDGET, &mut reading).await {
+            Ok(Ok(read)) => read.map_err(|e| format!("password file: {e}")),
+            Ok(Err(e)) => Err(format!("password file: the read failed: {e}")),
+            Err(_) => {
+                *self.in_flight.lock().unwrap_or_else(PoisonError::into_inner) = Some(reading);
+                Err(format!(
+                    "password file: reading {} took longer than {}",
+                    self.path.display(),
+                    humantime::format_duration(READ_BUDGET)
+                ))
+            }
+        };
+        let password = password.map_err(|reason| Error::new(ErrorKind::Auth, reason))?;
         Ok((self.username.clone(), Some(password)))
     }
 }

@@ -125,7 +125,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(due) => {}
             Ok(()) = reconnect.changed() => {
                 info!(target = target.name, password_file = target.redis.has_password_file(), "reconnecting to redis on request");
-                target.redis.reload_tls();
+                target.redis.reload_tls(config.timeout).await;
                 servers.reconnect().await;
                 continue;
             }
@@ -134,6 +134,10 @@ pub async fn run(
                     // Only changes trigger a check: every failed reconnect attempt doing so
                     // would make --failure-threshold count attempts instead of intervals.
                     Event::Lost | Event::Connected => {
+                        if matches!(event, Event::Lost) {
+                            // The reconnection's handshake then uses files as they are now.
+                            target.redis.reload_tls_in_background();
+                        }
                         due = due.min(earliest_extra.max(tokio::time::Instant::now()));
                     }
                     Event::StillDown => {}
@@ -146,6 +150,7 @@ pub async fn run(
             }
         }
         let check_started = tokio::time::Instant::now();
+        target.redis.reload_tls_in_background();
         let reports = servers.check(target).await;
         if let Servers::Cluster(_) = servers {
             let nodes = reports.iter().map(|o| (o.key.as_str(), answered(o)));

@@ -4,15 +4,18 @@
 //! Certificate problems surface as failing checks with rustls's reason, never as a fallback
 //! to plain text.
 //!
-//! The files are read again at every handshake (every reconnection is a full handshake, and
-//! SIGHUP reconnects): cert-manager and the kubelet renew them in place. A file that is
+//! The files are read again, off the runtime thread, once per check interval, when a
+//! connection drops and on SIGHUP; every reconnection is a full handshake with the latest
+//! good set: cert-manager and the kubelet renew the files in place. A file that is
 //! missing or malformed then keeps the last good set, says why once, and counts in
 //! `redis_healthd_config_reload_errors_total`. When each certificate expires is a metric:
 //! the client's from its file, the server's from the certificate it presented at the latest
 //! handshake (seen by the verifier, not by a second connection).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use fred::types::config::{TlsConfig, TlsConnector};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -166,6 +169,7 @@ impl TlsFiles {
             last_error: Mutex::new(None),
             metrics,
             target,
+            reading: AtomicBool::new(false),
         });
         // Counted from zero, so a first failure is an increase.
         let _ = reloader
@@ -272,6 +276,8 @@ pub struct Reloader {
     metrics: TlsMetrics,
     /// The target whose files these are (the metrics' label).
     target: &'static str,
+    /// A read is under way on a blocking thread.
+    reading: AtomicBool,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -284,14 +290,43 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// Reads the files again; uses them if they changed and are good, else keeps the last
-    /// good set (a failure is logged once per reason and counted).
-    pub fn reload(&self) {
-        self.refresh();
+    /// Reads the files again on a blocking thread, waiting at most `budget` for it: uses them
+    /// if they changed and are good, else keeps the last good set (a failure is logged once
+    /// per reason and counted). While a read is still under way (a stuck mount) no other is
+    /// started, and the last good set stays in use.
+    pub async fn reload_off_thread(self: &Arc<Self>, budget: Duration) {
+        let Some(read) = self.start_reading() else {
+            return;
+        };
+        if tokio::time::timeout(budget, read).await.is_err() {
+            warn!(
+                target = self.target,
+                "TLS files not read within {}: keeping the last good ones",
+                humantime::format_duration(budget)
+            );
+        }
     }
 
-    /// [`Self::reload`], returning the set in use.
-    fn refresh(&self) -> Arc<Loaded> {
+    /// [`Self::reload_off_thread`] without waiting for it.
+    pub fn reload_in_background(self: &Arc<Self>) {
+        drop(self.start_reading());
+    }
+
+    /// Starts a read on a blocking thread, unless one is under way.
+    fn start_reading(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let reloader = self.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            reloader.reload();
+            reloader.reading.store(false, Ordering::Release);
+        }))
+    }
+
+    /// Reads the files again (blocking); uses them if they changed and are good, else keeps
+    /// the last good set.
+    fn reload(&self) -> Arc<Loaded> {
         let current = self.current();
         let outcome = self.files.read().and_then(|read| {
             if read == current.read {
@@ -373,7 +408,9 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let loaded = self.0.refresh();
+        // No file is read here, on the runtime thread: the set in use is the latest good one
+        // that `Reloader::reload_off_thread` read.
+        let loaded = self.0.current();
         if let Some(not_after) = not_after(end_entity) {
             self.0
                 .metrics

@@ -219,3 +219,51 @@ fn twenty_sighups_on_a_healthy_connection_never_fail_or_slow_a_check() {
             .contains("connected_clients:2")
     });
 }
+
+/// A password file that hangs (a FIFO with no writer: what a stuck NFS or CSI mount looks
+/// like to a reader) at a reconnection: every endpoint still answers at once, and the check
+/// says why it fails.
+#[test]
+fn a_password_file_that_hangs_freezes_nothing_and_is_the_reason() {
+    let redis = RedisServer::start_with(&["--requirepass", "the-secret"]);
+    let file = write_file(redis.dir(), "password", "the-secret\n");
+    let daemon = DaemonProcess::spawn(
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--redis-password-file",
+            file.to_str().unwrap(),
+            "--interval",
+            "500ms",
+            "--timeout",
+            "200ms",
+        ],
+        &[],
+    );
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    std::fs::remove_file(&file).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&file)
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        redis.cli_as(Some("the-secret"), &["CLIENT", "KILL", "TYPE", "normal"]),
+        "1"
+    );
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(2) {
+        for path in ["/livez", "/readyz", "/metrics"] {
+            let asked = std::time::Instant::now();
+            let reply = support::try_request(daemon.addr, "GET", path).expect("an answer");
+            assert!(matches!(reply.status, 200 | 503), "{path}: {}", reply.status);
+            slowest = slowest.max(asked.elapsed());
+        }
+    }
+    println!("endpoints while the password file hangs: slowest answer {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    let output = support::wait_for_output(daemon.addr, "took longer than 100ms", Duration::from_secs(3));
+    assert!(output.contains("password file: reading"), "{output}");
+    assert_eq!(support::get(daemon.addr, "/livez").status, 200);
+}
