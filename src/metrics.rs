@@ -85,6 +85,8 @@ pub struct Metrics {
     generation: AtomicU64,
     /// The last body of each format: [classic, OpenMetrics].
     cache: Mutex<[Option<Encoded>; 2]>,
+    /// The `process_*` figures, as last read.
+    process: ProcessCollector,
 }
 
 /// An encoded body and what it was encoded from.
@@ -132,7 +134,8 @@ impl Metrics {
         }
 
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ProcessCollector::new()));
+        let process = ProcessCollector::new();
+        registry.register_collector(Box::new(process.clone()));
         let sub = registry.sub_registry_with_prefix("redis_healthd");
         sub.register(
             "up",
@@ -216,7 +219,13 @@ impl Metrics {
             redis_restarts,
             generation: AtomicU64::new(0),
             cache: Mutex::new([None, None]),
+            process,
         }
+    }
+
+    /// Reads the `process_*` figures again, off the runtime thread (once per check round).
+    pub fn refresh_process(&self) {
+        self.process.refresh_in_background();
     }
 
     /// Adds the TLS series: certificate expiry and failed reloads of the TLS files.

@@ -215,6 +215,7 @@ pub async fn publish(
         snapshots.send_replace(Arc::new(snapshot));
         if paced {
             crate::process::release_free_memory();
+            metrics.refresh_process();
         }
     }
 }

@@ -1,6 +1,11 @@
-//! The standard `process_*` metrics (as client_golang names them), read from `/proc/self` when
-//! the metrics are encoded. No maintained collector crate plugs into prometheus-client, so this
-//! is the one small module that reads them; elsewhere than Linux it reports nothing.
+//! The standard `process_*` metrics (as client_golang names them), read from `/proc/self` on a
+//! blocking thread once per check round (and once at start), and encoded from that latest
+//! reading: a scrape reads no file on the runtime thread. No maintained collector crate plugs
+//! into prometheus-client, so this is the one small module that reads them; elsewhere than
+//! Linux it reports nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -8,10 +13,13 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-/// Collects `process_*` metrics at scrape time.
-#[derive(Debug)]
+/// Encodes the latest reading of the `process_*` metrics; clones share it.
+#[derive(Debug, Clone)]
 pub struct ProcessCollector {
     constants: Option<Constants>,
+    latest: Arc<Mutex<Option<Reading>>>,
+    /// A reading is under way on a blocking thread.
+    reading: Arc<AtomicBool>,
 }
 
 /// What does not change while the process runs.
@@ -39,12 +47,32 @@ impl ProcessCollector {
                 page_size: page.max(1),
                 boot_time,
             });
-        Self { constants }
+        let collector = Self {
+            constants,
+            latest: Arc::default(),
+            reading: Arc::default(),
+        };
+        collector.read_now();
+        collector
     }
 
-    /// Reads the process's figures now.
-    fn reading(&self) -> Option<Reading> {
-        Reading::now(self.constants?)
+    /// Reads the process's figures now (blocking: call it off the runtime thread).
+    fn read_now(&self) {
+        if let Some(reading) = self.constants.and_then(Reading::now) {
+            *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(reading);
+        }
+    }
+
+    /// Starts a reading on a blocking thread, unless one is under way.
+    pub fn refresh_in_background(&self) {
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let collector = self.clone();
+        tokio::task::spawn_blocking(move || {
+            collector.read_now();
+            collector.reading.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -55,7 +83,7 @@ impl Default for ProcessCollector {
 }
 
 /// One reading of the process's figures.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reading {
     pub cpu_seconds: f64,
     pub resident_bytes: i64,
@@ -128,7 +156,7 @@ fn max_fds() -> Option<i64> {
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(r) = self.reading() else {
+        let Some(r) = self.latest.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
             return Ok(());
         };
         let cpu = ConstCounter::new(r.cpu_seconds);
@@ -222,16 +250,26 @@ mod tests {
     }
 
     #[test]
-    fn this_process_reads_sensibly() {
+    fn this_process_reads_sensibly_and_each_refresh_is_fresh() {
         let collector = ProcessCollector::new();
-        let r = collector.reading().expect("procfs on Linux");
+        let latest = || collector.latest.lock().unwrap().clone().expect("procfs on Linux");
+        let r = latest();
         assert!(r.resident_bytes > 0 && r.open_fds > 0 && r.threads >= 1, "{r:?}");
         assert!(r.max_fds.unwrap_or(0) >= r.open_fds, "{r:?}");
         let held = std::fs::File::open("/proc/self/stat").unwrap();
-        assert!(
-            collector.reading().unwrap().open_fds > r.open_fds,
-            "each reading is fresh"
+        assert_eq!(
+            latest(),
+            r,
+            "encoding reads no file: the reading stays until refreshed"
         );
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            collector.refresh_in_background();
+            while collector.reading.load(Ordering::Acquire) {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(latest().open_fds > r.open_fds, "a refresh reads again");
         drop(held);
     }
 }
