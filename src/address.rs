@@ -216,7 +216,16 @@ impl RedisAddress {
     pub fn node_config(&self, node: &Server) -> fred::prelude::Config {
         let mut server = node.clone();
         if let ServerConfig::Clustered { hosts, .. } = &self.client.server {
-            server.tls_server_name = hosts.first().and_then(|h| h.tls_server_name.clone());
+            // `CLUSTER SLOTS` names the primaries by IP: over TLS they are verified against
+            // --tls-server-name, else against the name the seeds were given by (a certificate
+            // for the cluster's DNS name holds no IP).
+            server.tls_server_name = hosts.first().and_then(|seed| {
+                seed.tls_server_name.clone().or_else(|| {
+                    let by_name = seed.host.parse::<std::net::IpAddr>().is_err();
+                    (self.tls && by_name && node.host.parse::<std::net::IpAddr>().is_ok())
+                        .then(|| seed.host.clone())
+                })
+            });
         }
         let mut config = self.client.clone();
         config.server = ServerConfig::Centralized { server };

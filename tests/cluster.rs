@@ -432,3 +432,26 @@ fn a_plain_redis_or_a_wrong_password_fails_a_cluster_url_with_the_server_reason(
     let output = support::wait_for_output(wrong.addr, "WRONGPASS", Duration::from_secs(5));
     assert!(!output.contains("hunter3"), "{output}");
 }
+
+#[test]
+fn a_tls_cluster_seeded_by_name_verifies_every_primary_by_that_name() {
+    let certs = Certs::make();
+    // A server certificate for the DNS name only: no IP in it.
+    certs.sh("printf 'subjectAltName=DNS:localhost\\n' > dns.ext
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile dns.ext 2>/dev/null");
+    let cluster = Cluster::create(3, 0, Some(&certs));
+    let url = format!(
+        "rediss-cluster://localhost:{}?node=localhost:{}",
+        cluster.tls_ports[0], cluster.tls_ports[1]
+    );
+    let daemon = start_fast(&url, &["--tls-ca-file", &certs.arg("ca.pem")]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let found = entries(&daemon);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found.values().all(|(status, _)| status == "pass"), "{found:?}");
+    // By IP, the same certificate does not verify: the name is what made it pass.
+    let by_ip = format!("rediss-cluster://127.0.0.1:{}", cluster.tls_ports[0]);
+    let daemon = start_fast(&by_ip, &["--tls-ca-file", &certs.arg("ca.pem")]);
+    support::wait_for_output(daemon.addr, "NotValidForName", Duration::from_secs(5));
+}
