@@ -491,13 +491,22 @@ fn file_spec(
     fn over<T: Clone>(key: &'static str, value: Option<T>, default: &Given<T>) -> Given<T> {
         value.map_or_else(|| default.clone(), |v| Given::new(v, At::Key(key)))
     }
-    fn some<T: Clone>(key: &'static str, value: Option<T>, default: &Given<Option<T>>) -> Given<Option<T>> {
-        over(key, value.map(Some), default)
+    // An optional key set to "" means none: it turns off what the flags give.
+    fn some<T: Clone>(
+        key: &'static str,
+        value: Option<Option<T>>,
+        default: &Given<Option<T>>,
+    ) -> Given<Option<T>> {
+        over(key, value, default)
     }
-    let file = |p: &Option<PathBuf>| p.as_ref().map(|p| dir.join(p));
+    let text = |t: &Option<String>| t.as_ref().map(|t| (!t.is_empty()).then(|| t.clone()));
+    let file = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| (!p.as_os_str().is_empty()).then(|| dir.join(p)))
+    };
     // Credentials go only to the server they were given for: a table's own keys, never the
     // flags'. TLS options of the flags apply to the table's target only if it speaks TLS.
-    let own = |key: &'static str, value: Option<PathBuf>| Given::new(value, At::Key(key));
+    let own = |key: &'static str, value: Option<Option<PathBuf>>| Given::new(value.flatten(), At::Key(key));
     let tls = table
         .url
         .split_once("://")
@@ -519,7 +528,7 @@ fn file_spec(
     Ok(TargetSpec {
         name: table.name.clone(),
         url: Given::new(table.url.clone(), At::Key("url")),
-        username: Given::new(table.username.clone(), At::Key("username")),
+        username: Given::new(text(&table.username).flatten(), At::Key("username")),
         password_file: own("password_file", file(&table.password_file)),
         tls_ca_file: tls_file("tls_ca_file", &table.tls_ca_file, &defaults.tls_ca_file),
         tls_cert_file: tls_file("tls_cert_file", &table.tls_cert_file, &defaults.tls_cert_file),
@@ -527,11 +536,11 @@ fn file_spec(
         tls_server_name: if tls {
             some(
                 "tls_server_name",
-                table.tls_server_name.clone(),
+                text(&table.tls_server_name),
                 &defaults.tls_server_name,
             )
         } else {
-            Given::new(table.tls_server_name.clone(), At::Key("tls_server_name"))
+            Given::new(text(&table.tls_server_name).flatten(), At::Key("tls_server_name"))
         },
         warn_latency: parsed(
             "warn_latency",
@@ -548,8 +557,8 @@ fn file_spec(
             None => defaults.warn_memory.clone(),
         },
         check_writes: over("check_writes", table.check_writes, &defaults.check_writes),
-        write_key: some("write_key", table.write_key.clone(), &defaults.write_key),
-        drain_key: some("drain_key", table.drain_key.clone(), &defaults.drain_key),
+        write_key: some("write_key", text(&table.write_key), &defaults.write_key),
+        drain_key: some("drain_key", text(&table.drain_key), &defaults.drain_key),
         failure_threshold: over(
             "failure_threshold",
             table.failure_threshold,
@@ -811,7 +820,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_target_blames_the_key_it_set_or_the_flag_it_inherited() {
+    fn a_file_target_turns_off_inherited_keys_and_blames_the_flag_it_inherited() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("targets.toml");
         std::fs::write(
@@ -820,11 +829,9 @@ mod tests {
         )
         .unwrap();
         let path = path.to_str().unwrap();
-        let err = parse(&["--config", path]).err().unwrap();
-        assert_eq!(
-            err,
-            format!("--config {path}: target \"cache\": drain_key: must not be empty")
-        );
+        // An empty key turns off what the flags give.
+        let config = parse(&["--config", path, "--drain-key", "drain"]).unwrap();
+        assert_eq!(config.targets[0].checks.drain_key, None);
         std::fs::write(path, "[[target]]\nname = \"cache\"\nurl = \"redis://h\"\n").unwrap();
         let err = parse(&["--config", path, "--write-key", ""]).err().unwrap();
         assert_eq!(
