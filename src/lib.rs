@@ -22,8 +22,9 @@
 //!
 //! Talking to Redis:
 //! - [`connection`]: the only code that talks to Redis (one fred client per server: PING with
-//!   INFO, SET and EXISTS pipelined alongside, reconnections spread by jitter); [`cluster`]
-//!   keeps one per node of a Redis Cluster and reads its topology.
+//!   INFO, SET and EXISTS pipelined alongside, reconnections spread by jitter, a dropped
+//!   connection told apart from a dead server); [`reason`] says fred's errors in words;
+//!   [`cluster`] keeps one per node of a Redis Cluster and reads its topology.
 //! - [`monitor`]: one check loop per target, and the publisher that merges their rounds into
 //!   [`snapshot::Snapshot`]s.
 //!
@@ -67,6 +68,7 @@ pub mod monitor;
 pub mod names;
 pub mod page;
 pub mod process;
+pub mod reason;
 pub mod signals;
 pub mod snapshot;
 pub mod tls;
