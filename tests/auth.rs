@@ -158,26 +158,29 @@ fn a_unix_socket_is_checked_like_tcp() {
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
 }
 
+/// A Redis that requires `the-secret`, the file holding it, and the daemon (FAST timing)
+/// logging in with that file, ready.
+fn ready_with_a_password_file() -> (RedisServer, std::path::PathBuf, DaemonProcess) {
+    let redis = RedisServer::start_with(&["--requirepass", "the-secret"]);
+    let file = write_file(redis.dir(), "password", "the-secret\n");
+    let mut flags = vec![
+        "--redis-url".to_owned(),
+        redis.url(),
+        "--redis-password-file".to_owned(),
+    ];
+    flags.push(file.to_str().unwrap().to_owned());
+    flags.extend(support::FAST.iter().map(|f| f.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let daemon = DaemonProcess::spawn(&flags, &[]);
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    (redis, file, daemon)
+}
+
 /// SIGHUP on a healthy connection makes the new connection before dropping the old one: no
 /// check fails or slows down for it.
 #[test]
 fn twenty_sighups_on_a_healthy_connection_never_fail_or_slow_a_check() {
-    let redis = RedisServer::start_with(&["--requirepass", "the-secret"]);
-    let file = write_file(redis.dir(), "password", "the-secret\n");
-    let daemon = DaemonProcess::spawn(
-        &[
-            "--redis-url",
-            &redis.url(),
-            "--redis-password-file",
-            file.to_str().unwrap(),
-            "--interval",
-            "500ms",
-            "--timeout",
-            "200ms",
-        ],
-        &[],
-    );
-    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    let (redis, _file, daemon) = ready_with_a_password_file();
     let connections = || {
         let info = redis.cli_as(Some("the-secret"), &["INFO", "stats"]);
         info.lines()
@@ -225,22 +228,7 @@ fn twenty_sighups_on_a_healthy_connection_never_fail_or_slow_a_check() {
 /// says why it fails.
 #[test]
 fn a_password_file_that_hangs_freezes_nothing_and_is_the_reason() {
-    let redis = RedisServer::start_with(&["--requirepass", "the-secret"]);
-    let file = write_file(redis.dir(), "password", "the-secret\n");
-    let daemon = DaemonProcess::spawn(
-        &[
-            "--redis-url",
-            &redis.url(),
-            "--redis-password-file",
-            file.to_str().unwrap(),
-            "--interval",
-            "500ms",
-            "--timeout",
-            "200ms",
-        ],
-        &[],
-    );
-    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    let (redis, file, daemon) = ready_with_a_password_file();
     std::fs::remove_file(&file).unwrap();
     assert!(std::process::Command::new("mkfifo")
         .arg(&file)
