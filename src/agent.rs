@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::http::State;
-use crate::kube::{Condition, PROBE_LOOP};
+use crate::kube::{Condition, PROBE_LOOP, SHUTDOWN};
 use crate::names::{measurement, DRAIN};
 use crate::view::{Endpoint, View};
 
@@ -63,7 +63,7 @@ pub fn word(view: &View<'_>) -> String {
     let draining = !failing.is_empty()
         && failing
             .iter()
-            .all(|c| c.name == "shutdown" || measurement(c.name) == measurement(DRAIN));
+            .all(|c| c.name == SHUTDOWN || measurement(c.name) == measurement(DRAIN));
     let reason = failing
         .iter()
         .map(|c| format!("{}: {}", c.name, c.reason.as_deref().unwrap_or("failing")))

@@ -329,7 +329,8 @@ impl Connection {
         if dropped.elapsed() > self.hold_for {
             self.dropped_at = None;
             return Failure::Unreachable(format!(
-                "the connection was lost ({lost}) and not re-established within {}",
+                "the connection was lost ({}) and not re-established within {}",
+                reason_of(&lost),
                 humantime::format_duration(self.hold_for)
             ));
         }

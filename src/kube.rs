@@ -10,6 +10,9 @@ use crate::health::Status;
 /// The condition every endpoint but `/startupz` answers by: a check completed within max-age.
 pub const PROBE_LOOP: &str = "probe-loop";
 
+/// The condition readiness and the document also answer by: no shutdown under way.
+pub const SHUTDOWN: &str = "shutdown";
+
 /// One line of the kube-style text: a named check, or a condition of the endpoint itself
 /// (`probe-loop`: a check completed within max-age; `shutdown`: none under way).
 #[derive(Clone, Debug, PartialEq)]

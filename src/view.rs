@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::health::Status;
-use crate::kube::{Condition, PROBE_LOOP};
+use crate::kube::{Condition, PROBE_LOOP, SHUTDOWN};
 use crate::snapshot::{FixedBodies, Snapshot, SHUTTING_DOWN};
 
 /// The probe endpoints.
@@ -77,7 +77,7 @@ impl<'a> View<'a> {
             (!self.fresh).then_some(self.fixed.stale_reason.as_str()),
         )];
         if matches!(endpoint, Endpoint::Ready | Endpoint::Health) {
-            conditions.push(Condition::met("shutdown", self.draining.then_some(SHUTTING_DOWN)));
+            conditions.push(Condition::met(SHUTDOWN, self.draining.then_some(SHUTTING_DOWN)));
             conditions.extend(self.snapshot.checks.iter().cloned());
         }
         conditions
