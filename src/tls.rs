@@ -296,6 +296,10 @@ impl Reloader {
     /// started, and the last good set stays in use.
     pub async fn reload_off_thread(self: &Arc<Self>, budget: Duration) {
         let Some(read) = self.start_reading() else {
+            warn!(
+                target = self.target,
+                "TLS files still being read (an earlier read has not returned): keeping the last good ones"
+            );
             return;
         };
         if tokio::time::timeout(budget, read).await.is_err() {

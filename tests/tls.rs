@@ -462,3 +462,49 @@ fn an_expired_server_certificate_fails_with_the_reason() {
     assert_eq!(support::metric(daemon.addr, SERVER_EXPIRY), 1_735_776_000.0);
     assert_eq!(certs.not_after("expired.pem"), 1_735_776_000.0);
 }
+
+/// A TLS file that hangs (a FIFO with no writer: a stuck mount) freezes nothing: the files
+/// are read off the runtime thread, the handshake uses the last good set, and every endpoint
+/// keeps answering through a Redis restart and a SIGHUP.
+#[test]
+fn a_tls_file_that_hangs_freezes_nothing_and_the_last_good_set_is_used() {
+    let certs = Certs::make();
+    let mut redis = tls_redis(&certs, false);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(certs.path("ca.pem"), &ca).unwrap();
+    let url = rediss(&redis);
+    let ca_arg = arg(&ca);
+    let mut flags = vec!["--redis-url", &url, "--tls-ca-file", &ca_arg];
+    flags.extend_from_slice(&support::FAST);
+    let daemon = support::DaemonProcess::spawn(&flags, &[]);
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    std::fs::remove_file(&ca).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&ca)
+        .status()
+        .unwrap()
+        .success());
+    redis.restart();
+    daemon.signal("-HUP");
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut ready = false;
+    while started.elapsed() < Duration::from_secs(3) {
+        for path in ["/livez", "/readyz", "/metrics"] {
+            let asked = Instant::now();
+            let reply = support::try_request(daemon.addr, "GET", path).expect("an answer");
+            slowest = slowest.max(asked.elapsed());
+            ready |= path == "/readyz" && reply.status == 200;
+        }
+    }
+    println!("a hung CA file: slowest answer {slowest:?}, ready again: {ready}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    assert!(ready, "the reconnection uses the last good set");
+    // SIGHUP says the files could not be read, and why the old ones are used.
+    let log = daemon.log();
+    assert!(
+        log.contains("TLS files not read within 200ms") || log.contains("TLS files still being read"),
+        "{log}"
+    );
+}
