@@ -218,10 +218,9 @@ fn loading_redis_is_not_ready_until_loaded() {
     support::wait_for_output(daemon.addr, "LOADING", Duration::from_secs(5));
     assert_eq!(daemon.status("/readyz"), 503);
     let verbose = daemon.get("/readyz?verbose");
+    // Redis's own reason, matched by its first word (Valkey words the rest differently).
     assert!(
-        verbose
-            .body
-            .contains("[-]redis:responseTime failed: LOADING Redis is loading the dataset in memory\n"),
+        verbose.body.contains("[-]redis:responseTime failed: LOADING "),
         "{}",
         verbose.body
     );
