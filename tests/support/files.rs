@@ -3,6 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Puts a FIFO that nobody writes to in the place of `path`: a reader blocks on it, as on a
+/// stuck NFS or CSI mount.
+pub fn replace_with_fifo(path: &Path) {
+    std::fs::remove_file(path).expect("remove the file");
+    let made = Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
 /// Writes `contents` to a new file in `dir`.
 pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);

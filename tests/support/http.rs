@@ -168,3 +168,20 @@ impl Hammer {
             })
     }
 }
+
+/// GETs `/livez`, `/readyz` and `/metrics` on `addr` in turn for `period`, panicking on any
+/// request that gets no HTTP answer, and passing each reply to `seen`; returns the slowest
+/// answer.
+pub fn sample_endpoints(addr: SocketAddr, period: Duration, mut seen: impl FnMut(&str, &Reply)) -> Duration {
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < period {
+        for path in ["/livez", "/readyz", "/metrics"] {
+            let asked = std::time::Instant::now();
+            let reply = try_request(addr, "GET", path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            slowest = slowest.max(asked.elapsed());
+            seen(path, &reply);
+        }
+    }
+    slowest
+}
