@@ -40,7 +40,7 @@ LABEL org.opencontainers.image.title="redis-healthd" \
 COPY --from=builder /out/redis-healthd /usr/local/bin/redis-healthd
 # distroless's "nonroot" user (uid 65532); numeric so runAsNonRoot can verify it.
 USER 65532:65532
-ENV REDIS_HEALTHD_LISTEN=0.0.0.0:8558
+ENV REDIS_HEALTHD_LISTEN=:8558
 EXPOSE 8558
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/redis-healthd", "check"]

@@ -46,6 +46,20 @@ pub struct RedisAddress {
     tls_files: Option<Arc<Reloader>>,
 }
 
+/// Every URL scheme accepted, and what it says about how Redis is found.
+const SCHEMES: [(&str, Topology); 10] = [
+    ("redis", Topology::Standalone),
+    ("rediss", Topology::Standalone),
+    ("valkey", Topology::Standalone),
+    ("valkeys", Topology::Standalone),
+    ("redis+unix", Topology::Standalone),
+    ("valkey+unix", Topology::Standalone),
+    ("redis-sentinel", Topology::Sentinel),
+    ("rediss-sentinel", Topology::Sentinel),
+    ("redis-cluster", Topology::Cluster),
+    ("rediss-cluster", Topology::Cluster),
+];
+
 /// How the URL says Redis is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topology {
@@ -76,16 +90,13 @@ impl RedisAddress {
         let redacted = redact(&parsed);
         let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
         let tls_url = is_tls_scheme(parsed.scheme());
-        let topology = match parsed.scheme() {
-            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "rediss" | "valkeys" => Topology::Standalone,
-            "redis-sentinel" | "rediss-sentinel" => Topology::Sentinel,
-            "redis-cluster" | "rediss-cluster" => Topology::Cluster,
-            other => {
-                return Err(AddressError::Url(format!(
-                    "unsupported scheme {other:?} in {redacted}; expected redis://, \
-                     rediss://, redis+unix://, redis-sentinel:// or redis-cluster://"
-                )))
-            }
+        let Some(&(_, topology)) = SCHEMES.iter().find(|(name, _)| *name == parsed.scheme()) else {
+            let names: Vec<String> = SCHEMES.iter().map(|(name, _)| format!("{name}://")).collect();
+            return Err(AddressError::Url(format!(
+                "unsupported scheme {:?} in {redacted}; expected one of {}",
+                parsed.scheme(),
+                names.join(", ")
+            )));
         };
         if unix && matches!(parsed.path(), "" | "/") {
             return Err(AddressError::Url(format!("no socket path in {redacted}")));
@@ -307,6 +318,25 @@ mod tests {
             if let Err(e) = address(&url, None) {
                 proptest::prop_assert!(matches!(e, AddressError::Url(_)), "{}", e);
             }
+        }
+    }
+
+    #[test]
+    fn every_scheme_listed_in_the_error_is_accepted() {
+        let Err(AddressError::Url(e)) = address("http://127.0.0.1:6379", None) else {
+            panic!("http:// accepted");
+        };
+        for (scheme, _) in SCHEMES {
+            assert!(e.contains(&format!("{scheme}://")), "{e}");
+            let url = match scheme {
+                s if s.ends_with("+unix") => format!("{scheme}:///run/redis.sock"),
+                s if s.ends_with("-sentinel") => {
+                    format!("{scheme}://127.0.0.1:26379?sentinelServiceName=mymaster")
+                }
+                _ => format!("{scheme}://127.0.0.1:6379"),
+            };
+            let parsed = address(&url, None);
+            assert!(parsed.is_ok(), "{url}: {:?}", parsed.err());
         }
     }
 

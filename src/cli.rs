@@ -12,12 +12,12 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::checks::ExpectRole;
-use crate::config::{parse_duration, parse_percent, Flags, LogFormat, TargetSpec};
+use crate::config::{parse_duration, parse_listen, parse_percent, Flags, LogFormat, TargetSpec};
 use crate::error::{At, Given, Scope};
 use crate::names::DEFAULT_TARGET;
 
 /// The default `--listen` address, shared by the daemon and the `check` subcommand.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8558";
+pub const DEFAULT_LISTEN: &str = ":8558";
 
 /// The command line as clap parses it.
 #[derive(Parser)]
@@ -116,7 +116,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// The daemon's listen address, used to derive the default URL.
-    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR", hide = true)]
+    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR", value_parser = parse_listen, hide = true)]
     pub listen: SocketAddr,
 }
 
@@ -145,10 +145,11 @@ pub struct ServeArgs {
     pub sources: Sources,
     /// Also answer HAProxy's agent-check on this address (`up ready`, `drain`, `down #reason`,
     /// from the cached verdict); off when not given.
-    #[arg(long, env = "REDIS_HEALTHD_AGENT_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "REDIS_HEALTHD_AGENT_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub agent_listen: Option<SocketAddr>,
-    /// Address the HTTP server listens on.
-    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    /// Address the HTTP server listens on: :PORT for every address, IPv4 and IPv6 (one
+    /// dual-stack socket), or IP:PORT (127.0.0.1:8558, [::1]:8558, localhost:8558).
+    #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Time between two PINGs.
     #[arg(long, env = "REDIS_HEALTHD_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]

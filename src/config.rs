@@ -5,7 +5,7 @@
 //! file keys follow the same rules, and an error names the flag, variable or key at fault.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -110,6 +110,35 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(format!("{e} (expected e.g. 250ms, 2s, 1m30s)")),
     }
+}
+
+/// A listen address: `HOST:PORT` with an IP address (`127.0.0.1:8558`, `[::1]:8558`),
+/// `localhost:PORT` (IPv4 loopback), or `:PORT` for every address, IPv4 and IPv6 (`[::]` as
+/// one dual-stack socket; see [`crate::http::bind`]). No other host name: resolving one would
+/// make the start wait on DNS.
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    let expected = "(expected :PORT for every address, IPv4 and IPv6, or IP:PORT, \
+                    e.g. :8558, 127.0.0.1:8558, [::1]:8558, localhost:8558)";
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() => (host, port),
+        _ => return Err(format!("{value:?} has no port {expected}")),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number {expected}"))?;
+    let ip = match host {
+        "" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        _ => host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .map_or_else(
+                || host.parse::<Ipv4Addr>().map(IpAddr::V4).ok(),
+                |h| h.parse::<Ipv6Addr>().map(IpAddr::V6).ok(),
+            )
+            .ok_or_else(|| format!("{host:?} is not an IP address {expected}"))?,
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// A percentage: `90%` or `90`, above 0 and at most 100.
@@ -609,7 +638,7 @@ mod tests {
         assert_eq!(config.interval, Duration::from_secs(1));
         assert_eq!(config.timeout, Duration::from_millis(500));
         assert_eq!(config.max_age, Duration::from_secs(3));
-        assert_eq!(config.listen, "0.0.0.0:8558".parse().unwrap());
+        assert_eq!(config.listen, "[::]:8558".parse().unwrap());
         assert_eq!(config.targets[0].redis.redacted(), "redis://127.0.0.1:6379");
         assert_eq!(config.reconnect_delay(), Duration::from_millis(100));
     }

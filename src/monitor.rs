@@ -124,7 +124,7 @@ pub async fn run(
             _ = crate::stopped(&mut stop) => break,
             _ = tokio::time::sleep_until(due) => {}
             Ok(()) = reconnect.changed() => {
-                info!(target = target.name, password_file = target.redis.has_password_file(), "reconnecting to redis on request");
+                info!(redis_target = target.name, password_file = target.redis.has_password_file(), "reconnecting to redis on request");
                 target.redis.reload_tls(config.timeout).await;
                 servers.reconnect().await;
                 continue;
@@ -142,7 +142,7 @@ pub async fn run(
                     }
                     Event::StillDown => {}
                     Event::Closed => {
-                        warn!(target = target.name, "redis client closed its event streams; checks go on at the interval only");
+                        warn!(redis_target = target.name, "redis client closed its event streams; checks go on at the interval only");
                         events_open = false;
                     }
                 }
@@ -292,7 +292,7 @@ fn note_restarts(
             if previous != *run_id {
                 metrics.count_restart(target.name);
                 let uptime = uptime.map_or_else(|| "unknown".to_owned(), |s| format!("{s}s"));
-                warn!(target = target.name, component = %report.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
+                warn!(redis_target = target.name, component = %report.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
             }
         }
     }
@@ -330,9 +330,9 @@ fn log_transition(target: &'static str, previous: Option<Status>, verdict: &Verd
     }
     let reason = verdict.output().unwrap_or_default();
     match status {
-        Status::Pass => info!(target = target, "redis check passing"),
-        Status::Warn => warn!(target = target, reason = %reason, "redis check warning"),
-        Status::Fail => warn!(target = target, reason = %reason, "redis check failing"),
+        Status::Pass => info!(redis_target = target, "redis check passing"),
+        Status::Warn => warn!(redis_target = target, reason = %reason, "redis check warning"),
+        Status::Fail => warn!(redis_target = target, reason = %reason, "redis check failing"),
     }
     status
 }

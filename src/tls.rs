@@ -297,14 +297,14 @@ impl Reloader {
     pub async fn reload_off_thread(self: &Arc<Self>, budget: Duration) {
         let Some(read) = self.start_reading() else {
             warn!(
-                target = self.target,
+                redis_target = self.target,
                 "TLS files still being read (an earlier read has not returned): keeping the last good ones"
             );
             return;
         };
         if tokio::time::timeout(budget, read).await.is_err() {
             warn!(
-                target = self.target,
+                redis_target = self.target,
                 "TLS files not read within {}: keeping the last good ones",
                 humantime::format_duration(budget)
             );
@@ -364,7 +364,7 @@ impl Reloader {
                 let reason = e.to_string();
                 if last_error.as_deref() != Some(reason.as_str()) {
                     let file = e.file().map_or("", TlsFile::as_str);
-                    warn!(target = self.target, file, reason = %reason, "TLS files not reloaded: keeping the last good ones");
+                    warn!(redis_target = self.target, file, reason = %reason, "TLS files not reloaded: keeping the last good ones");
                     *last_error = Some(reason);
                 }
                 current

@@ -20,6 +20,8 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--max-age", "0ms"], "--max-age"),
         (&["--warn-latency", "fast"], "--warn-latency"),
         (&["--listen", "localhost"], "--listen"),
+        (&["--listen", "redis.internal:8558"], "--listen"),
+        (&["--listen", "8558"], "--listen"),
         (&["--listen", "127.0.0.1:99999"], "--listen"),
         (&["--failure-threshold", "0"], "--failure-threshold"),
         (&["--log-format", "xml"], "--log-format"),
@@ -140,7 +142,7 @@ fn check_exits_0_on_2xx_and_1_otherwise() {
     assert_eq!(stdout, format!("ok: 200 OK from {url}\n"));
 
     // The default URL comes from REDIS_HEALTHD_LISTEN's port, via loopback.
-    let listen = format!("0.0.0.0:{}", daemon.addr.port());
+    let listen = format!(":{}", daemon.addr.port());
     let (code, stdout, _) = run_binary(&["check"], &[("REDIS_HEALTHD_LISTEN", &listen)]);
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
@@ -309,4 +311,68 @@ fn sigterm_during_start_up_still_drains_and_exits_0() {
         stderr.contains("shutting down") && stderr.contains("stopped"),
         "{stderr}"
     );
+}
+
+/// JSON logs as log shippers flatten them (Loki, Vector, ECS): no field name clashes with the
+/// formatter's own keys, and the Redis target is `redis_target`, never `target` (the
+/// formatter's name for the Rust module that logged).
+#[test]
+fn json_log_keys_never_clash_when_flattened() {
+    let port = support::free_port();
+    let daemon = DaemonProcess::spawn(
+        &["--log-format", "json"],
+        &[("REDIS_URL", &format!("redis://127.0.0.1:{port}"))],
+    );
+    wait_until(Duration::from_secs(5), "a failing check logged", || {
+        daemon.log().contains("redis check failing")
+    });
+    let log = daemon.log();
+    let mut saw_redis_target = false;
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let top = entry.as_object().unwrap();
+        let fields = top
+            .get("fields")
+            .and_then(|f| f.as_object())
+            .cloned()
+            .unwrap_or_default();
+        for key in fields.keys() {
+            assert!(
+                !top.contains_key(key),
+                "`{key}` is both a field and a top-level key: {line}"
+            );
+        }
+        assert!(!fields.contains_key("target"), "{line}");
+        saw_redis_target |= fields.get("redis_target").and_then(|t| t.as_str()) == Some("redis");
+    }
+    assert!(saw_redis_target, "the failing check names its target: {log}");
+}
+
+/// `--listen` as people write it: `:PORT` is every address, IPv4 and IPv6 on one socket (what
+/// the kubelet reaches on a single- or dual-stack pod); `localhost:PORT` is the loopback; a
+/// host name or a missing port is refused with examples.
+#[test]
+fn listen_takes_port_only_and_localhost_forms() {
+    let redis = RedisServer::start();
+    let port = support::free_port();
+    let daemon = DaemonProcess::spawn_listening(&format!(":{port}"), &["--redis-url", &redis.url()], &[]);
+    assert_eq!(daemon.addr, format!("[::]:{port}").parse().unwrap());
+    for ip in ["127.0.0.1", "[::1]"] {
+        let addr = format!("{ip}:{port}").parse().unwrap();
+        support::wait_for(addr, "/readyz", 200, Duration::from_secs(5));
+    }
+    let (code, stdout, _) = run_binary(&["check"], &[("REDIS_HEALTHD_LISTEN", &format!(":{port}"))]);
+    assert_eq!(code, Some(0), "{stdout}");
+    drop(daemon);
+
+    let port = support::free_port();
+    let daemon =
+        DaemonProcess::spawn_listening(&format!("localhost:{port}"), &["--redis-url", &redis.url()], &[]);
+    assert_eq!(daemon.addr, format!("127.0.0.1:{port}").parse().unwrap());
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+
+    let (code, _, stderr) = run_binary(&["--listen", "redis.internal:8558"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("e.g. :8558, 127.0.0.1:8558"), "{stderr}");
+    assert!(!stderr.contains("invalid socket address syntax"), "{stderr}");
 }

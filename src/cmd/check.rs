@@ -1,7 +1,7 @@
 //! `redis-healthd check`: one GET against a running daemon, for images without a shell or
 //! curl (`HEALTHCHECK CMD ["redis-healthd", "check"]`). 2xx is healthy, anything else is not.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -19,8 +19,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// when the daemon listens on every address, else via its own address.
 pub fn default_url(listen: SocketAddr) -> String {
     let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        // IPv4 loopback reaches a dual-stack `[::]` socket too, and its IPv4-only fallback.
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
     format!("http://{}/readyz", SocketAddr::new(ip, listen.port()))
@@ -108,7 +108,7 @@ mod tests {
         );
         assert_eq!(
             default_url("[::]:9000".parse().unwrap()),
-            "http://[::1]:9000/readyz"
+            "http://127.0.0.1:9000/readyz"
         );
         assert_eq!(
             default_url("10.1.2.3:8558".parse().unwrap()),

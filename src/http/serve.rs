@@ -2,7 +2,7 @@
 //! which connections stay when full, and a bounded graceful drain at shutdown.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::route::route;
 use super::State;
@@ -32,11 +32,33 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Request head buffer: probes and scrapes send a few hundred bytes; hyper's floor is 8 KiB.
 const MAX_BUF_SIZE: usize = 16 * 1024;
 
-/// Binds the listener, with the address in the error.
+/// Binds the listener, with the address in the error. `[::]` is one dual-stack socket
+/// (IPv4 clients arrive as `::ffff:a.b.c.d`), whatever `net.ipv6.bindv6only` says; on a host
+/// without IPv6 it falls back to `0.0.0.0`.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+    let bound = if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        dual_stack(addr).or_else(|e| {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            info!(reason = %e, "no IPv6 socket on this host: listening on {v4} only");
+            std::net::TcpListener::bind(v4)
+        })
+    } else {
+        std::net::TcpListener::bind(addr)
+    };
+    let listener = bound.with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener)?)
+}
+
+/// An IPv6 wildcard socket that takes IPv4 connections too.
+fn dual_stack(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Serves until `stop` turns true, then stops accepting and drains open connections (bounded).
@@ -83,12 +105,14 @@ pub async fn serve(
                 }
             },
         };
-        let (ticket, evicted) = lock(&admission).admit(peer.ip());
+        // An IPv4 client of the dual-stack socket is the same peer as over an IPv4 socket.
+        let peer_ip = peer.ip().to_canonical();
+        let (ticket, evicted) = lock(&admission).admit(peer_ip);
         if evicted != Evicted::Nobody {
             if let Some(suppressed) = shed.hit() {
                 warn!(
                     max_connections,
-                    peer = %peer.ip(),
+                    peer = %peer_ip,
                     suppressed,
                     "connection limit reached; closing the connections idle longest"
                 );

@@ -114,7 +114,12 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
 impl DaemonProcess {
     /// Spawns `redis-healthd --listen 127.0.0.1:0 <flags>` and waits for its "serving" log line.
     pub fn spawn(flags: &[&str], env: &[(&str, &str)]) -> Self {
-        let args: Vec<&str> = ["--listen", "127.0.0.1:0"].iter().chain(flags).copied().collect();
+        Self::spawn_listening("127.0.0.1:0", flags, env)
+    }
+
+    /// [`spawn`](Self::spawn) with `--listen listen`; `addr` is the address the daemon logs.
+    pub fn spawn_listening(listen: &str, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        let args: Vec<&str> = ["--listen", listen].iter().chain(flags).copied().collect();
         let mut child = command(&args, env).spawn().expect("spawn redis-healthd");
         let log = Arc::new(Mutex::new(String::new()));
         for pipe in [
