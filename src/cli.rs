@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// the flags give the defaults.
     #[arg(long, env = "REDIS_HEALTHD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Validate the flags, the environment and --config as the daemon would, print what it
+    /// would run, and exit: 0 valid, 2 not. Connects to nothing and binds no port.
+    #[arg(long)]
+    pub check_config: bool,
     /// Where each value came from: set by [`Cli::parse_args`].
     #[arg(skip)]
     pub sources: Sources,

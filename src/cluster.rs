@@ -33,6 +33,8 @@ pub struct Cluster {
     /// The nodes whose last check passed: asked first for the topology.
     healthy: Vec<String>,
     connection_errors: Counter,
+    /// Counts the changes of primaries or slots after the first topology read.
+    topology_changes: Counter,
 }
 
 /// A primary and the slots it serves.
@@ -88,6 +90,7 @@ impl Cluster {
         target: &Target,
         mut seeds: Vec<Server>,
         connection_errors: Counter,
+        topology_changes: Counter,
     ) -> anyhow::Result<Self> {
         // The order entries are listed in before the primaries are known.
         seeds.sort();
@@ -99,6 +102,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             healthy: Vec::new(),
             connection_errors,
+            topology_changes,
         };
         cluster.connect_missing(&cluster.seeds.clone())?;
         Ok(cluster)
@@ -243,10 +247,14 @@ impl Cluster {
             }
         }
         let servers: Vec<Server> = primaries.iter().map(|p| p.server.clone()).collect();
-        info!(
-            primaries = %servers.iter().map(key).collect::<Vec<_>>().join(","),
-            "cluster primaries"
-        );
+        let listed = servers.iter().map(key).collect::<Vec<_>>().join(",");
+        if self.primaries.is_some() {
+            // A failover or a resharding: servers changed, none restarted.
+            self.topology_changes.inc();
+            warn!(redis_target = self.target.name, primaries = %listed, "cluster topology changed: following the new primaries and slots");
+        } else {
+            info!(redis_target = self.target.name, primaries = %listed, "cluster primaries");
+        }
         if let Err(e) = self.connect_missing(&servers) {
             // Not seen: the configuration already built the seeds' clients. The node's entry
             // says so if it happens.

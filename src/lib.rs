@@ -132,7 +132,13 @@ pub async fn run(
     let servers = config
         .targets
         .iter()
-        .map(|target| monitor::Servers::start(&config, target, metrics.connection_errors(target.name)))
+        .map(|target| {
+            let (errors, changes) = (
+                metrics.connection_errors(target.name),
+                metrics.topology_changes(target.name),
+            );
+            monitor::Servers::start(&config, target, errors, changes)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let agent_listener = match config.agent_listen {
         Some(addr) => Some(http::bind(addr).await?),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::error::ErrorKind;
 use redis_healthd::cli::{Cli, Command};
-use redis_healthd::cmd::{check, probe};
+use redis_healthd::cmd::{check, check_config, probe};
 use redis_healthd::config::{Config, LogFormat};
 use redis_healthd::exit::{Exit, ProbeExit};
 use redis_healthd::http;
@@ -89,6 +89,10 @@ fn serve(runtime: &tokio::runtime::Runtime, cli: &Cli, held: signals::Held) -> E
             return Exit::Usage.into();
         }
     };
+    if cli.serve.check_config {
+        print!("{}", check_config::summary(&config));
+        return Exit::Success.into();
+    }
     init_tracing(config.log_format);
     let outcome = runtime.block_on(async {
         let installed = Signals::install();

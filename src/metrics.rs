@@ -81,6 +81,7 @@ pub struct Metrics {
     cluster_nodes: Mutex<BTreeMap<&'static str, Vec<String>>>,
     check_status: Family<CheckStatusLabels, Gauge>,
     redis_restarts: Family<TargetLabel, Counter>,
+    topology_changes: Family<TargetLabel, Counter>,
     /// Bumped by every recorded check: a cached body from an older generation is stale.
     generation: AtomicU64,
     /// The last body of each format: [classic, OpenMetrics].
@@ -125,12 +126,14 @@ impl Metrics {
         let cluster_node_up = Family::<NodeLabels, Gauge>::default();
         let check_status = Family::<CheckStatusLabels, Gauge>::default();
         let redis_restarts = Family::<TargetLabel, Counter>::default();
+        let topology_changes = Family::<TargetLabel, Counter>::default();
         for &target in targets {
             for result in ["pass", "warn", "fail", "timeout", "unreachable", "reconnecting"] {
                 let _ = checks.get_or_create(&CheckLabels { target, result });
             }
             let _ = connection_errors.get_or_create(&TargetLabel { target });
             let _ = redis_restarts.get_or_create(&TargetLabel { target });
+            let _ = topology_changes.get_or_create(&TargetLabel { target });
         }
 
         let mut registry = Registry::default();
@@ -195,8 +198,15 @@ impl Metrics {
         );
         sub.register(
             "redis_restarts",
-            "Times a checked server's run_id changed: Redis restarted (and may have lost data)",
+            "Times a checked server's run_id changed at the same address: Redis restarted (and \
+             may have lost data). Moving to another server is a topology change, never a restart",
             redis_restarts.clone(),
+        );
+        sub.register(
+            "topology_changes",
+            "Times a target's checks moved to other servers: a Sentinel failover followed to a \
+             new master, or a Redis Cluster's primaries or their slots changed",
+            topology_changes.clone(),
         );
         sub.register(
             "build",
@@ -217,6 +227,7 @@ impl Metrics {
             cluster_nodes: Mutex::new(BTreeMap::new()),
             check_status,
             redis_restarts,
+            topology_changes,
             generation: AtomicU64::new(0),
             cache: Mutex::new([None, None]),
             process,
@@ -250,6 +261,13 @@ impl Metrics {
     /// A handle the target's client increments on every connection error.
     pub fn connection_errors(&self, target: &'static str) -> Counter {
         self.connection_errors
+            .get_or_create(&TargetLabel { target })
+            .clone()
+    }
+
+    /// A handle counting `target`'s topology changes (see `topology_changes` above).
+    pub fn topology_changes(&self, target: &'static str) -> Counter {
+        self.topology_changes
             .get_or_create(&TargetLabel { target })
             .clone()
     }

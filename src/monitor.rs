@@ -32,13 +32,21 @@ pub enum Servers {
 
 impl Servers {
     /// Starts connecting in the background; never waits for Redis.
-    pub fn start(config: &Config, target: &Target, connection_errors: Counter) -> anyhow::Result<Self> {
+    /// `topology_changes` counts a cluster's changes of primaries (a Sentinel's failovers are
+    /// seen by [`run`]).
+    pub fn start(
+        config: &Config,
+        target: &Target,
+        connection_errors: Counter,
+        topology_changes: Counter,
+    ) -> anyhow::Result<Self> {
         match target.redis.cluster_seeds() {
             Some(seeds) => Ok(Self::Cluster(Cluster::start(
                 config,
                 target,
                 seeds,
                 connection_errors,
+                topology_changes,
             )?)),
             None => Ok(Self::Single(Connection::start(
                 config,
@@ -111,7 +119,7 @@ pub async fn run(
 ) -> Servers {
     let target = &config.targets[index];
     let mut trackers: Trackers = BTreeMap::new();
-    let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen = Seen::new();
     let min_gap = config.reconnect_delay();
     let mut status: Option<Status> = None;
     let mut due = tokio::time::Instant::now();
@@ -156,7 +164,7 @@ pub async fn run(
             let nodes = reports.iter().map(|o| (o.key.as_str(), answered(o)));
             metrics.record_cluster_nodes(target.name, nodes);
         }
-        note_restarts(target, &reports, &mut run_ids, &metrics);
+        note_restarts(target, &reports, &mut seen, &metrics);
         let verdict = judge(reports, &mut trackers, target);
         metrics.record(target.name, &verdict);
         status = Some(log_transition(target.name, status, &verdict));
@@ -276,27 +284,34 @@ pub fn judge(reports: Vec<Report>, trackers: &mut Trackers, target: &Target) -> 
     Verdict { checks }
 }
 
-/// Counts and logs a server whose `run_id` changed since the last check: Redis restarted and
-/// may have lost data. Servers gone from the round (former cluster primaries) are forgotten.
-fn note_restarts(
-    target: &Target,
-    reports: &[Report],
-    run_ids: &mut BTreeMap<String, String>,
-    metrics: &Metrics,
-) {
+/// What the last round read of each component (by its tracking key): the server's address
+/// (`componentId`) and its `run_id`.
+type Seen = BTreeMap<String, (String, String)>;
+
+/// Counts and logs a server whose `run_id` changed since the last check at the same address:
+/// Redis restarted and may have lost data. A component now answered by another server (a
+/// Sentinel failover followed) is a topology change instead, logged once and counted apart.
+/// Servers gone from the round (former cluster primaries) are forgotten.
+fn note_restarts(target: &Target, reports: &[Report], seen: &mut Seen, metrics: &Metrics) {
     for report in reports {
         let Some((run_id, uptime)) = &report.run else {
             continue;
         };
-        if let Some(previous) = run_ids.insert(report.key.clone(), run_id.clone()) {
-            if previous != *run_id {
+        let now = (report.id.clone(), run_id.clone());
+        match seen.insert(report.key.clone(), now) {
+            Some((id, _)) if id != report.id => {
+                metrics.topology_changes(target.name).inc();
+                warn!(redis_target = target.name, component = %report.id, previous = %id, "now checking another server (a Sentinel failover followed): not a restart");
+            }
+            Some((_, previous)) if previous != *run_id => {
                 metrics.count_restart(target.name);
                 let uptime = uptime.map_or_else(|| "unknown".to_owned(), |s| format!("{s}s"));
                 warn!(redis_target = target.name, component = %report.id, uptime = %uptime, "redis restarted (new run_id): data not persisted may be lost");
             }
+            _ => {}
         }
     }
-    run_ids.retain(|key, _| reports.iter().any(|r| &r.key == key));
+    seen.retain(|key, _| reports.iter().any(|r| &r.key == key));
 }
 
 /// The document's `description`: the Redis URL, or with several targets each name and URL.
@@ -344,6 +359,39 @@ mod tests {
     use crate::cli::Cli;
 
     #[test]
+    fn a_new_server_under_the_same_component_is_a_topology_change_not_a_restart() {
+        let cli = Cli::parse_args(["redis-healthd"]).unwrap();
+        let config = Config::from_flags(cli.serve.flags()).unwrap();
+        let metrics = Metrics::new(config.timeout, &["redis"]);
+        let report = |id: &str, run: &str| Report {
+            key: String::new(),
+            id: id.into(),
+            outcomes: Vec::new(),
+            run: Some((run.into(), Some(1))),
+        };
+        let target = &config.targets[0];
+        let mut seen = Seen::new();
+        let rounds = [
+            report("redis://m:1", "a"),
+            report("redis://m:1", "a"),
+            report("redis://r:2", "b"), // Sentinel names the promoted replica
+            report("redis://r:2", "b"),
+            report("redis://r:2", "c"), // that server restarts
+        ];
+        for round in rounds {
+            note_restarts(target, &[round], &mut seen, &metrics);
+        }
+        metrics.record(target.name, &Verdict { checks: Vec::new() });
+        let text = String::from_utf8_lossy(&metrics.encode(false, true).0).into_owned();
+        for line in [
+            "redis_healthd_redis_restarts_total{target=\"redis\"} 1\n",
+            "redis_healthd_topology_changes_total{target=\"redis\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
     fn run_ids_of_servers_gone_from_the_round_are_forgotten() {
         let cli = Cli::parse_args(["redis-healthd"]).unwrap();
         let config = Config::from_flags(cli.serve.flags()).unwrap();
@@ -354,7 +402,7 @@ mod tests {
             outcomes: Vec::new(),
             run: Some((run.into(), Some(1))),
         };
-        let mut run_ids = BTreeMap::new();
+        let mut run_ids = Seen::new();
         let target = &config.targets[0];
         note_restarts(
             target,
@@ -392,8 +440,13 @@ mod tests {
         .unwrap();
         let config = Arc::new(Config::from_flags(cli.serve.flags()).unwrap());
         let metrics = Arc::new(Metrics::new(config.timeout, &["redis"]));
-        let servers =
-            Servers::start(&config, &config.targets[0], metrics.connection_errors("redis")).unwrap();
+        let servers = Servers::start(
+            &config,
+            &config.targets[0],
+            metrics.connection_errors("redis"),
+            Counter::default(),
+        )
+        .unwrap();
         let (rounds, _) = mpsc::channel(2);
         let (_, reconnect) = watch::channel(0);
         let (_, stop) = watch::channel(false);

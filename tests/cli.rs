@@ -376,3 +376,72 @@ fn listen_takes_port_only_and_localhost_forms() {
     assert!(stderr.contains("e.g. :8558, 127.0.0.1:8558"), "{stderr}");
     assert!(!stderr.contains("invalid socket address syntax"), "{stderr}");
 }
+
+/// `--check-config` validates flags, environment and a targets file with the daemon's own
+/// code: 0 and a summary when valid (with the listen port taken and no Redis anywhere: it binds
+/// and connects to nothing), 2 and the daemon's own message when not.
+#[test]
+fn check_config_validates_without_connecting_or_binding() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let good = support::write_file(
+        dir.path(),
+        "targets.toml",
+        &format!(
+            "[[target]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:{}\"\n\
+             [[target]]\nname = \"queue\"\nurl = \"redis://app:hunter2@127.0.0.1:{}\"\nreadiness = false\n",
+            support::free_port(),
+            support::free_port()
+        ),
+    );
+    let args = [
+        "--check-config",
+        "--listen",
+        &listen,
+        "--config",
+        good.to_str().unwrap(),
+    ];
+    let started = Instant::now();
+    let (code, stdout, stderr) = run_binary(&args, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(stdout.starts_with("configuration ok"), "{stdout}");
+    assert!(stdout.contains(&format!("listen {listen}")), "{stdout}");
+    assert!(stdout.contains("target cache: redis://127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains("target queue: redis://app:***@127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("informational"), "{stdout}");
+    assert!(
+        !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+        "{stdout}{stderr}"
+    );
+
+    let bad = support::write_file(
+        dir.path(),
+        "bad.toml",
+        "[[target]]\nname = \"cache\"\nurl = \"redis://127.0.0.1:6379\"\nfailure_treshold = 3\n",
+    );
+    let checked = run_binary(&["--check-config", "--config", bad.to_str().unwrap()], &[]);
+    let served = run_binary(&["--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(checked.0, Some(2));
+    assert_eq!(
+        (checked.0, &checked.2),
+        (served.0, &served.2),
+        "the daemon's own message"
+    );
+    assert!(
+        checked.2.contains("bad.toml") && checked.2.contains("target \"cache\": failure_treshold"),
+        "{}",
+        checked.2
+    );
+    let env = run_binary(&["--check-config"], &[("REDIS_HEALTHD_INTERVAL", "0s")]);
+    assert_eq!(env.0, Some(2));
+    assert!(
+        env.2.contains("REDIS_HEALTHD_INTERVAL") || env.2.contains("--interval"),
+        "{}",
+        env.2
+    );
+}

@@ -368,6 +368,16 @@ fn a_failover_moves_the_check_to_the_promoted_replica() {
         3,
         "{metrics}"
     );
+    // Servers changed, none restarted: a topology change (or more, as the slots move), never a
+    // restart.
+    let count = |name: &str| {
+        support::metric(
+            daemon.addr,
+            &format!("redis_healthd_{name}_total{{target=\"redis\"}} "),
+        )
+    };
+    assert!(count("topology_changes") >= 1.0, "{metrics}");
+    assert_eq!(count("redis_restarts"), 0.0, "{metrics}");
     assert!(
         back <= promoted_at + INTERVAL * 2 + SLACK,
         "{back:?} vs {promoted_at:?}"

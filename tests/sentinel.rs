@@ -194,3 +194,69 @@ fn a_master_sentinel_names_that_says_it_is_a_replica_fails_the_role_check() {
     println!("demoted behind Sentinel: redis:role fail after {took:?}: {output}");
     assert_eq!(daemon.status("/readyz"), 503);
 }
+
+/// A restart and a failover side by side, behind the same Sentinel: the master restarted in
+/// place (same address, new `run_id`, too quick for Sentinel to fail over) is a restart; then
+/// the master killed and the replica promoted is a topology change, logged once in words and
+/// counted apart, never a restart.
+#[test]
+fn a_failover_is_a_topology_change_and_a_restart_is_a_restart() {
+    let mut master = RedisServer::start();
+    let master_port = master.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+    wait_until(Duration::from_secs(10), "the replica in sync", || {
+        master.info_number(&["replication"], "connected_slaves") == 1
+    });
+    let sentinel = Sentinel::start(master.port);
+    let url = format!(
+        "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
+        sentinel.port
+    );
+    let mut flags = vec!["--redis-url", url.as_str()];
+    flags.extend_from_slice(&support::FAST);
+    let daemon = support::DaemonProcess::spawn(&flags, &[]);
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    let counts = || {
+        (
+            support::metric(
+                daemon.addr,
+                "redis_healthd_redis_restarts_total{target=\"redis\"} ",
+            ),
+            support::metric(
+                daemon.addr,
+                "redis_healthd_topology_changes_total{target=\"redis\"} ",
+            ),
+        )
+    };
+    assert_eq!(counts(), (0.0, 0.0));
+
+    master.restart();
+    wait_until(Duration::from_secs(5), "the restart counted", || {
+        counts().0 == 1.0
+    });
+    assert_eq!(counts(), (1.0, 0.0), "a restart in place is no topology change");
+
+    master.kill();
+    let promoted = format!("redis://127.0.0.1:{}", replica.port);
+    wait_until(Duration::from_secs(20), "ready on the promoted replica", || {
+        support::get(daemon.addr, "/readyz").status == 200
+            && support::get(daemon.addr, "/health").json()["checks"]["redis:responseTime"][0]["componentId"]
+                == promoted.as_str()
+    });
+    wait_until(INTERVAL * 4, "the failover counted", || counts().1 == 1.0);
+    std::thread::sleep(INTERVAL * 2);
+    assert_eq!(counts(), (1.0, 1.0), "the failover is no restart");
+    let log = daemon.log();
+    assert_eq!(log.matches("redis restarted").count(), 1, "{log}");
+    let moved: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("now checking another server"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{log}");
+    assert!(
+        moved[0].contains(&promoted)
+            && moved[0].contains(&format!("previous=redis://127.0.0.1:{}", master.port)),
+        "{}",
+        moved[0]
+    );
+}

@@ -32,7 +32,7 @@ pub struct Answer {
 pub async fn run(args: &ProbeArgs) -> anyhow::Result<Answer> {
     let config = Config::for_probe(&args.target(), args.timeout)?;
     let target = &config.targets[0];
-    let mut servers = Servers::start(&config, target, Counter::default())?;
+    let mut servers = Servers::start(&config, target, Counter::default(), Counter::default())?;
     let deadline = Instant::now() + args.wait.unwrap_or_default();
     let (code, verdict) = loop {
         let verdict = judge(servers.check(target).await, &mut Trackers::new(), target);
