@@ -123,6 +123,9 @@ impl RedisAddress {
         } else {
             None
         };
+        if tls_url && tls_server_name.is_none() {
+            bare_ipv6_names(&mut client.server);
+        }
         if let Some(name) = tls_server_name {
             match &mut client.server {
                 ServerConfig::Centralized { server } => server.tls_server_name = Some(name.into()),
@@ -257,6 +260,23 @@ impl fmt::Debug for RedisAddress {
 impl fmt::Display for RedisAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted)
+    }
+}
+
+/// A URL's IPv6 host keeps its brackets in fred (`[::1]`), which rustls cannot take as a
+/// server name: verify such a server by its address, as for IPv4.
+fn bare_ipv6_names(server: &mut ServerConfig) {
+    let hosts: Vec<&mut Server> = match server {
+        ServerConfig::Centralized { server } => vec![server],
+        ServerConfig::Clustered { hosts, .. } => hosts.iter_mut().collect(),
+        _ => Vec::new(),
+    };
+    for host in hosts {
+        if let Some(ip) = host.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            if host.tls_server_name.is_none() && ip.parse::<std::net::Ipv6Addr>().is_ok() {
+                host.tls_server_name = Some(ip.into());
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the OS's message for an I/O error, and rustls's certificate errors made readable. Pure
 //! functions of fred's error text, property-tested on arbitrary input.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fred::prelude::Error;
@@ -13,25 +14,40 @@ pub fn describe(error: &Error) -> String {
         return error.kind().to_str().to_owned();
     }
     let message = io_message(details).unwrap_or(details);
-    // rustls errors arrive as their Debug names; say what they are.
-    if let Some(inner) = message
-        .strip_prefix("InvalidCertificate(")
-        .and_then(|m| m.strip_suffix(')'))
-    {
-        format!("TLS: invalid server certificate: {}", certificate_error(inner))
-    } else if let Some(inner) = message
-        .strip_prefix("AlertReceived(")
-        .and_then(|m| m.strip_suffix(')'))
-    {
-        format!("TLS: the server refused the handshake: {inner}")
-    } else {
-        message.to_owned()
-    }
+    tls_reason(message).unwrap_or_else(|| message.to_owned())
 }
 
-/// rustls's certificate error as its `Debug` names it, with the times of `ExpiredContext` and
-/// `NotValidYetContext` made readable, `Expired: not valid after 2025-01-02T00:00:00Z` (the
-/// time of the check is left out: the reason stays the same from one check to the next).
+/// Where the flags that fix a TLS failure are named for a targets file too.
+const CA_FLAG: &str = "--tls-ca-file (tls_ca_file in a targets file)";
+const NAME_FLAG: &str = "--tls-server-name (tls_server_name in a targets file)";
+const CLIENT_FLAGS: &str =
+    "--tls-cert-file and --tls-key-file (tls_cert_file, tls_key_file in a targets file)";
+
+/// A rustls error, as fred carries it (its `Debug` text), in words: what was expected, what
+/// was presented, and the flag that fixes it. `None` for anything not from rustls.
+fn tls_reason(debug: &str) -> Option<String> {
+    let inner = |name: &str| debug.strip_prefix(name)?.strip_prefix('(')?.strip_suffix(')');
+    let reason = if let Some(error) = inner("InvalidCertificate") {
+        certificate_error(error)
+    } else if let Some(alert) = inner("AlertReceived") {
+        alert_received(alert)
+    } else if let Some(problem) = inner("InvalidMessage") {
+        format!(
+            "the server did not answer in TLS ({}): is this a plain-text port, for redis:// rather \
+             than rediss://?",
+            words(problem)
+        )
+    } else if let Some(problem) = inner("PeerIncompatible").or_else(|| inner("PeerMisbehaved")) {
+        format!("the handshake failed: {}", words(problem))
+    } else if let Some(text) = inner("General") {
+        unquote(text)
+    } else {
+        return None;
+    };
+    Some(format!("TLS: {reason}"))
+}
+
+/// rustls's `CertificateError`, as its `Debug` names it.
 fn certificate_error(debug: &str) -> String {
     let times = |name: &str| -> Option<Vec<String>> {
         let rest = debug.strip_prefix(name)?;
@@ -45,13 +61,161 @@ fn certificate_error(debug: &str) -> String {
             .collect::<Option<Vec<_>>>()?;
         (times.len() == 2).then_some(times)
     };
+    // The time of the check is left out: the reason stays the same from one check to the next.
     if let Some(t) = times("ExpiredContext") {
-        format!("Expired: not valid after {}", t[1])
-    } else if let Some(t) = times("NotValidYetContext") {
-        format!("NotValidYet: not valid before {}", t[1])
-    } else {
-        debug.to_owned()
+        return format!(
+            "the server's certificate expired: not valid after {}; renew it on the server",
+            t[1]
+        );
     }
+    if let Some(t) = times("NotValidYetContext") {
+        return format!(
+            "the server's certificate is not valid yet: not valid before {}; check this host's clock",
+            t[1]
+        );
+    }
+    if let Some(context) = debug.strip_prefix("NotValidForNameContext") {
+        return wrong_name(context);
+    }
+    let variant = debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or(debug);
+    match variant {
+        "UnknownIssuer" => format!(
+            "the server's certificate is not signed by a CA this daemon trusts: give the CA that \
+             signed it with {CA_FLAG}"
+        ),
+        "NotValidForName" => format!(
+            "the server's certificate is not for the name or address connected to: set {NAME_FLAG} \
+             to a name it has"
+        ),
+        "Expired" => "the server's certificate has expired; renew it on the server".to_owned(),
+        "NotValidYet" => "the server's certificate is not valid yet; check this host's clock".to_owned(),
+        "BadSignature" | "BadSignatureContext" => {
+            format!("the server's certificate has a bad signature: check {CA_FLAG} and the server's chain")
+        }
+        "InvalidPurpose" | "InvalidPurposeContext" => {
+            "the server's certificate is not one for a TLS server (its extended key usage)".to_owned()
+        }
+        "Revoked" => "the server's certificate is revoked".to_owned(),
+        other => format!("the server's certificate was refused: {}", words(other)),
+    }
+}
+
+/// `{ expected: DnsName("other.test"), presented: ["DnsName(\"redis.test\")", ...] }`: the
+/// names on both sides, and what to do about it.
+fn wrong_name(context: &str) -> String {
+    let expected = context
+        .split("expected: ")
+        .nth(1)
+        .and_then(|rest| rest.split(", presented: ").next())
+        .map(name_of);
+    let presented: Vec<String> = context
+        .split("presented: [")
+        .nth(1)
+        .and_then(|rest| rest.rsplit_once(']'))
+        .map(|(list, _)| {
+            list.split("\", \"")
+                .map(|item| name_of(&unquote(item.trim_matches(|c| c == '"' || c == ' '))))
+                .filter(|name| !name.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected = expected.unwrap_or_else(|| "the name or address connected to".to_owned());
+    if presented.is_empty() {
+        format!("the server's certificate names no DNS name or IP address, not {expected}")
+    } else {
+        format!(
+            "the server's certificate is for {}, not {expected}: set {NAME_FLAG} to one of those, \
+             or connect by that name",
+            presented.join(", ")
+        )
+    }
+}
+
+/// A name as rustls's `Debug` writes it, plain: `DnsName("a")`, `IpAddress(127.0.0.1)`,
+/// `IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))`, `IpAddress(V6(Ipv6Addr([0, .., 1])))`.
+fn name_of(debug: &str) -> String {
+    if let Some(start) = debug.find('"') {
+        let rest = &debug[start + 1..];
+        return unquote(rest.get(..rest.rfind('"').unwrap_or(rest.len())).unwrap_or(rest));
+    }
+    let bytes = |kind: &str| -> Option<Vec<u8>> {
+        let list = debug.split(kind).nth(1)?.split(']').next()?;
+        list.split(',').map(|b| b.trim().parse().ok()).collect()
+    };
+    if let Some(b) = bytes("Ipv4Addr([").and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+        return Ipv4Addr::from(b).to_string();
+    }
+    if let Some(b) = bytes("Ipv6Addr([").and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+        return Ipv6Addr::from(b).to_string();
+    }
+    let plain = debug
+        .trim()
+        .trim_start_matches("IpAddress(")
+        .trim_start_matches("DnsName(");
+    plain.trim_end_matches(')').to_owned()
+}
+
+/// What the server's TLS alert says about the fix.
+fn alert_received(alert: &str) -> String {
+    match alert {
+        "CertificateRequired" => {
+            format!("the server asks for a client certificate: give one with {CLIENT_FLAGS}")
+        }
+        "BadCertificate" | "UnknownCA" | "CertificateUnknown" | "DecryptError" | "UnsupportedCertificate" => {
+            format!(
+                "the server refused this daemon's client certificate ({}): give one its CA trusts with \
+             {CLIENT_FLAGS}",
+                words(alert)
+            )
+        }
+        "CertificateExpired" => {
+            format!("the server refused this daemon's client certificate as expired: renew {CLIENT_FLAGS}")
+        }
+        "ProtocolVersion" | "HandshakeFailure" | "InsufficientSecurity" => format!(
+            "the server refused the handshake ({}): no TLS version or cipher suite in common (this \
+             daemon speaks TLS 1.2 and 1.3), or it wants a client certificate ({CLIENT_FLAGS})",
+            words(alert)
+        ),
+        other => format!("the server ended the handshake ({})", words(other)),
+    }
+}
+
+/// `UnknownCA` → `unknown CA`, `BadEncoding` → `bad encoding`: a variant name in words.
+fn words(name: &str) -> String {
+    let name = name.split(|c: char| !c.is_alphanumeric()).next().unwrap_or(name);
+    let chars: Vec<char> = name.chars().collect();
+    let mut words: Vec<String> = Vec::new();
+    for (i, c) in chars.iter().enumerate() {
+        let after_lower = i > 0 && chars[i - 1].is_lowercase();
+        let acronym_ends =
+            i > 0 && chars[i - 1].is_uppercase() && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        if words.is_empty() || (c.is_uppercase() && (after_lower || acronym_ends)) {
+            words.push(String::new());
+        }
+        if let Some(word) = words.last_mut() {
+            word.push(*c);
+        }
+    }
+    let lower = |w: &String| {
+        if w.chars().skip(1).any(char::is_lowercase) || w.len() == 1 {
+            w.to_lowercase()
+        } else {
+            w.clone()
+        }
+    };
+    words.iter().map(lower).collect::<Vec<_>>().join(" ")
+}
+
+/// A `Debug`-quoted string's content: `\"` and `\\` unescaped.
+fn unquote(text: &str) -> String {
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    text.replace("\\\"", "\"").replace("\\\\", "\\")
 }
 
 /// fred carries I/O errors as their `Debug` text (`Os { code: 111, kind: ConnectionRefused,
@@ -93,26 +257,79 @@ mod tests {
             Some("failed to lookup address information: Name or service not known")
         );
         assert_eq!(io_message("WRONGPASS invalid username-password pair"), None);
-        let tls = "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }";
-        assert_eq!(
-            describe(&Error::new(ErrorKind::IO, tls)),
-            "TLS: invalid server certificate: UnknownIssuer"
-        );
-        let expired = "Custom { kind: InvalidData, error: InvalidCertificate(ExpiredContext { time: UnixTime(1795668275), not_after: UnixTime(1735776000) }) }";
-        assert_eq!(
-            describe(&Error::new(ErrorKind::IO, expired)),
-            "TLS: invalid server certificate: Expired: not valid after 2025-01-02T00:00:00Z"
-        );
-        let alert = "Custom { kind: InvalidData, error: AlertReceived(CertificateRequired) }";
-        assert_eq!(
-            describe(&Error::new(ErrorKind::IO, alert)),
-            "TLS: the server refused the handshake: CertificateRequired"
-        );
         let e = Error::new(ErrorKind::IO, refused);
         assert_eq!(describe(&e), "Connection refused");
         assert_eq!(
             describe(&Error::new(ErrorKind::Auth, "WRONGPASS invalid")),
             "WRONGPASS invalid"
         );
+        let described = |error: &str| {
+            describe(&Error::new(
+                ErrorKind::IO,
+                format!("Custom {{ kind: InvalidData, error: {error} }}"),
+            ))
+        };
+        assert_eq!(
+            described("InvalidCertificate(UnknownIssuer)"),
+            "TLS: the server's certificate is not signed by a CA this daemon trusts: give the CA \
+             that signed it with --tls-ca-file (tls_ca_file in a targets file)"
+        );
+        assert_eq!(
+            described("InvalidCertificate(ExpiredContext { time: UnixTime(1795668275), not_after: UnixTime(1735776000) })"),
+            "TLS: the server's certificate expired: not valid after 2025-01-02T00:00:00Z; renew it on the server"
+        );
+        assert_eq!(
+            described("AlertReceived(CertificateRequired)"),
+            "TLS: the server asks for a client certificate: give one with --tls-cert-file and \
+             --tls-key-file (tls_cert_file, tls_key_file in a targets file)"
+        );
+        assert!(described("AlertReceived(UnknownCA)")
+            .starts_with("TLS: the server refused this daemon's client certificate (unknown CA)"));
+        assert_eq!(words("BadEncoding"), "bad encoding");
+        assert_eq!(words("CAUnknown"), "CA unknown");
+        assert_eq!(
+            words("UnhandledCriticalExtension"),
+            "unhandled critical extension"
+        );
+        assert!(described("InvalidMessage(InvalidContentType)")
+            .contains("(invalid content type): is this a plain-text port"));
+    }
+
+    /// The names on both sides of a name mismatch, in each form rustls writes them.
+    #[test]
+    fn a_name_mismatch_names_both_sides_and_the_flag() {
+        let described = |error: &str| {
+            describe(&Error::new(
+                ErrorKind::IO,
+                format!("Custom {{ kind: InvalidData, error: {error} }}"),
+            ))
+        };
+        let by_name = r#"InvalidCertificate(NotValidForNameContext { expected: DnsName("other.test"), presented: ["DnsName(\"redis.test\")", "IpAddress(127.0.0.1)"] })"#;
+        assert_eq!(
+            described(by_name),
+            "TLS: the server's certificate is for redis.test, 127.0.0.1, not other.test: set \
+             --tls-server-name (tls_server_name in a targets file) to one of those, or connect by that name"
+        );
+        let by_ip = r#"InvalidCertificate(NotValidForNameContext { expected: IpAddress(V4(Ipv4Addr([127, 0, 0, 1]))), presented: ["DnsName(\"redis.internal\")"] })"#;
+        assert!(
+            described(by_ip).starts_with(
+                "TLS: the server's certificate is for redis.internal, not 127.0.0.1: set --tls-server-name"
+            ),
+            "{}",
+            described(by_ip)
+        );
+        let v6 = r#"InvalidCertificate(NotValidForNameContext { expected: IpAddress(V6(Ipv6Addr([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]))), presented: [] })"#;
+        assert_eq!(
+            described(v6),
+            "TLS: the server's certificate names no DNS name or IP address, not ::1"
+        );
+        for text in [by_name, by_ip, v6] {
+            let out = described(text);
+            assert!(
+                !out.contains('(') || out.contains("(tls_server_name"),
+                "no Debug left: {out}"
+            );
+            assert!(!out.contains("DnsName") && !out.contains("Ipv4Addr"), "{out}");
+        }
     }
 }

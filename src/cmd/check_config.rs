@@ -14,9 +14,7 @@ use crate::config::{Config, LogFormat, Target};
 /// redacted and a password file is named, never read out.
 pub fn summary(config: &Config) -> String {
     let mut out = String::from("configuration ok (nothing connected to, no port bound)\n");
-    let agent = config
-        .agent_listen
-        .map_or_else(|| "off".to_owned(), listen);
+    let agent = config.agent_listen.map_or_else(|| "off".to_owned(), listen);
     let _ = writeln!(
         out,
         "daemon: listen {}, agent-check {agent}, interval {}, timeout {}, max age {}, {} logs",
