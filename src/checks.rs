@@ -247,7 +247,9 @@ fn replication(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     }
     let mut fields = vec![format!("master_link_status:{link}")];
     if let Some(since) = info.master_link_down_since_seconds.filter(|_| link != "up") {
-        fields.push(format!("master_link_down_since_seconds:{since}"));
+        // -1: the link was never up since this replica started (Redis's own convention).
+        let words = if since < 0 { " (never linked)" } else { "" };
+        fields.push(format!("master_link_down_since_seconds:{since}{words}"));
     }
     if info.master_sync_in_progress {
         fields.push("master_sync_in_progress:1".into());
@@ -478,6 +480,13 @@ mod tests {
             judge(&stale, &expect_replica)[2],
             (REPLICATION, Err(problem.into()))
         );
+        let never = stale.replace(
+            "master_link_down_since_seconds:12",
+            "master_link_down_since_seconds:-1",
+        );
+        let words = "master_link_status:down, master_link_down_since_seconds:-1 (never linked): reads";
+        let (_, said) = &judge(&never, &plan())[2];
+        assert!(format!("{said:?}").contains(words), "{said:?}");
         let syncing = stale
             .replace("master_link_status:down", "master_link_status:up")
             .replace("master_sync_in_progress:0", "master_sync_in_progress:1");

@@ -171,12 +171,15 @@ fn sparkline(html: &mut String, history: &History) {
             Sample::RoundTrip(ms) => Some(*ms),
             _ => None,
         })
-        .fold(0.0f32, f32::max)
-        .max(0.001);
+        .fold(0.0f32, f32::max);
+    let pongs = slowest > 0.0;
+    let slowest = slowest.max(0.001);
     let step = WIDTH / (HISTORY - 1) as f32;
     let _ = write!(
         html,
+        // Stretched to the page's width (the strokes keep their width): `meet` would centre it.
         "<figure><svg id=\"sparkline\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"100%\" height=\"{HEIGHT}\" \
+         preserveAspectRatio=\"none\" \
          role=\"img\" aria-label=\"PING round trips of the last {HISTORY} checks\">"
     );
     let mut line = String::new();
@@ -198,10 +201,15 @@ fn sparkline(html: &mut String, history: &History) {
         }
     }
     flush_line(html, &mut line);
+    let scale = if pongs {
+        format!("slowest {slowest:.3} ms at the top")
+    } else {
+        "no PONG yet".to_owned()
+    };
     let _ = write!(
         html,
-        "</svg><figcaption>PING round trip of the last {HISTORY} checks (slowest {slowest:.3} ms at the \
-         top; red: no PONG)</figcaption></figure>"
+        "</svg><figcaption>PING round trip of the last {HISTORY} checks ({scale}; red: no PONG)\
+         </figcaption></figure>"
     );
 }
 
@@ -244,7 +252,8 @@ const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1d1
 header{padding:1em 1.5em;color:#fff}header p{margin:.3em 0}h1{margin:0;font-size:1.6em}\
 .pass header,header.pass{background:#1e8e3e}header.warn{background:#b06000}header.fail{background:#c5221f}\
 main{padding:1em 1.5em}figure{margin:0 0 1em}svg{background:#fff;border:1px solid #ddd}\
-polyline{fill:none;stroke:#1a73e8;stroke-width:1.5}line.failed{stroke:#c5221f;stroke-width:2}\
+polyline{fill:none;stroke:#1a73e8;stroke-width:1.5;vector-effect:non-scaling-stroke}\
+line.failed{stroke:#c5221f;stroke-width:2;vector-effect:non-scaling-stroke}\
 figcaption{color:#555;font-size:.85em}table{border-collapse:collapse;width:100%;background:#fff}\
 th,td{text-align:left;padding:.4em .6em;border-bottom:1px solid #e5e5e5;vertical-align:top}\
 td.status{font-weight:600}tr.pass td.status{color:#1e8e3e}tr.warn td.status{color:#b06000}\
@@ -275,6 +284,22 @@ mod tests {
         let samples: Vec<Sample> = history.samples().collect();
         assert_eq!(samples.len(), HISTORY);
         assert_eq!(samples.last(), Some(&Sample::Failed));
+    }
+
+    #[test]
+    fn the_caption_says_no_pong_until_one_came() {
+        let mut history = History::default();
+        history.samples[0] = Sample::Failed;
+        let mut html = String::new();
+        sparkline(&mut html, &history);
+        assert!(
+            html.contains("(no PONG yet;") && !html.contains("slowest"),
+            "{html}"
+        );
+        history.samples[1] = Sample::RoundTrip(0.25);
+        let mut html = String::new();
+        sparkline(&mut html, &history);
+        assert!(html.contains("slowest 0.250 ms at the top"), "{html}");
     }
 
     #[test]

@@ -98,6 +98,42 @@ fn verbose_text_lists_each_check_and_follows_redis() {
     assert!(reply.body.ends_with("health check failed\n"));
     assert_eq!(daemon.status("/livez?verbose"), 200);
     assert_eq!(daemon.status("/livez/probe-loop"), 200);
+    // A Redis check under /livez is a 404 that says where it lives, and why.
+    let reply = daemon.get("/livez/redis:role");
+    assert_eq!(reply.status, 404);
+    assert!(
+        reply
+            .body
+            .contains("readiness checks, never liveness ones: see /readyz/redis:role")
+            && reply.body.contains("it has: probe-loop"),
+        "{}",
+        reply.body
+    );
+    let reply = daemon.get("/readyz/redis:nope");
+    assert!(
+        reply
+            .body
+            .contains("it has: probe-loop, shutdown, redis:responseTime"),
+        "{}",
+        reply.body
+    );
+}
+
+/// The screenshot's width and the rightmost pixel of the sparkline's blue line (#1a73e8).
+fn rightmost_line_pixel(png_file: &std::path::Path) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png_file).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    let channels = frame.color_type.samples();
+    let mut right = 0;
+    for (i, px) in pixels[..frame.buffer_size()].chunks(channels).enumerate() {
+        let (r, g, b) = (px[0], px[1], px[2]);
+        if r < 90 && (90..160).contains(&g) && b > 190 {
+            right = right.max(i as u32 % frame.width);
+        }
+    }
+    (frame.width, right)
 }
 
 /// Headless Chromium as the probe-free way a person sees the page: `--dump-dom` after load,
@@ -144,6 +180,10 @@ impl Browser {
     }
 
     fn screenshot(&self, url: &str, name: &str) -> PathBuf {
+        self.screenshot_at(1000, url, name)
+    }
+
+    fn screenshot_at(&self, width: u32, url: &str, name: &str) -> PathBuf {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join("screenshots");
@@ -152,7 +192,7 @@ impl Browser {
         let _ = std::fs::remove_file(&path);
         self.run(
             &[
-                "--window-size=1000,620",
+                &format!("--window-size={width},620"),
                 &format!("--screenshot={}", path.display()),
             ],
             url,
@@ -189,6 +229,15 @@ fn the_status_page_shows_the_checks_in_a_real_browser() {
     assert_eq!(rows, 5, "one passing row per check:\n{dom}");
     let shot = browser.screenshot(&url, "status-page-up.png");
     println!("Redis up: {rows} passing rows; screenshot {}", shot.display());
+    // At 900 px the sparkline spans the page's width: its line reaches the right border.
+    let shot = browser.screenshot_at(900, &url, "status-page-900.png");
+    let (width, right) = rightmost_line_pixel(&shot);
+    println!("at {width} px the sparkline's line ends at x = {right}");
+    assert!(
+        right + 40 >= width,
+        "the line stops {} px short of the edge",
+        width - right
+    );
 
     redis.kill();
     support::wait_for_output(daemon.addr, "Connection refused", DETECT);
@@ -205,7 +254,13 @@ fn the_status_page_shows_the_checks_in_a_real_browser() {
     // A program still gets the JSON index.
     let reply = daemon.get("/");
     assert_eq!(reply.status, 404);
-    assert!(reply.json()["endpoints"].is_array());
+    let endpoints = reply.json()["endpoints"].clone();
+    for path in ["/", "/livez", "/livez/<check>", "/readyz/<check>", "/metrics"] {
+        assert!(
+            endpoints.as_array().unwrap().iter().any(|e| e == path),
+            "{path} in {endpoints}"
+        );
+    }
 }
 
 #[test]

@@ -21,8 +21,7 @@ const ENVOY_DEGRADED: HeaderName = HeaderName::from_static("x-envoy-degraded");
 const WARN: HeaderValue = HeaderValue::from_static("warn");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
-const NOT_FOUND_BODY: &str =
-    r#"{"error":"not found","endpoints":["/livez","/readyz","/startupz","/health","/healthz","/metrics"]}"#;
+const NOT_FOUND_BODY: &str = r#"{"error":"not found","endpoints":["/","/livez","/livez/<check>","/readyz","/readyz/<check>","/startupz","/health","/healthz","/metrics"]}"#;
 const NOT_ALLOWED_BODY: &str = r#"{"error":"method not allowed","allow":["GET","HEAD"]}"#;
 
 /// Answers one request from the latest snapshot: one flat match on the path, then the
@@ -96,14 +95,28 @@ fn probe(endpoint: Endpoint, name: &str, query: Option<&str>, state: &State) -> 
 /// unknown name is a 404.
 fn one_check(endpoint: Endpoint, check: &str, state: &State) -> Response<Full<Bytes>> {
     let name = percent_encoding::percent_decode_str(check).decode_utf8_lossy();
-    match render_one(&state.view(|view| view.conditions(endpoint)), &name) {
-        Some((ok, line)) => reply(status_code(ok), TEXT, Bytes::from(line + "\n")),
-        None => reply(
-            StatusCode::NOT_FOUND,
-            TEXT,
-            Bytes::from(format!("no check named {name:?}\n")),
-        ),
+    let conditions = state.view(|view| view.conditions(endpoint));
+    if let Some((ok, line)) = render_one(&conditions, &name) {
+        return reply(status_code(ok), TEXT, Bytes::from(line + "\n"));
     }
+    let path = if endpoint == Endpoint::Live {
+        "livez"
+    } else {
+        "readyz"
+    };
+    let known: Vec<&str> = conditions.iter().map(|c| c.name).collect();
+    // Liveness holds only the daemon's own checks: Redis being down must never restart it.
+    // Redis checks are the ones named `<target>:<check>`.
+    let hint = if endpoint == Endpoint::Live && name.contains(':') {
+        format!(" (Redis checks are readiness checks, never liveness ones: see /readyz/{name})")
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "no check named {name:?} in /{path}{hint}; it has: {}\n",
+        known.join(", ")
+    );
+    reply(StatusCode::NOT_FOUND, TEXT, Bytes::from(text))
 }
 
 fn status_code(ok: bool) -> StatusCode {
