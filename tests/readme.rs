@@ -56,10 +56,10 @@ fn bin_dir() -> PathBuf {
 
 /// Runs `script` under bash (`set -e`) in a new network, PID and mount namespace; returns
 /// (success, everything printed). Every process it started dies with it.
-fn run_isolated(script: &str) -> (bool, String) {
+fn run_isolated(script: &str, bin_dir: &Path) -> (bool, String) {
     let prelude = format!(
         "set -e\nip link set lo up\nmount -t tmpfs tmpfs /tmp\ncd /tmp\nexport PATH={}:$PATH\n",
-        bin_dir().display()
+        bin_dir.display()
     );
     let mut command = Command::new("unshare");
     // SAFETY: geteuid has no preconditions.
@@ -91,12 +91,14 @@ fn every_readme_recipe_works_as_written_on_a_stock_redis() {
         .map(|(_, b)| b)
         .collect();
     assert!(recipes.len() >= 6, "{} recipes", recipes.len());
+    let bin_dir = bin_dir();
     // In parallel: each waits a few seconds for checks, and each has its own namespace.
     let runs: Vec<_> = recipes
         .iter()
         .map(|recipe| {
             let script = format!("{setup}\n{recipe}\n");
-            std::thread::spawn(move || (script.clone(), run_isolated(&script)))
+            let bin_dir = bin_dir.clone();
+            std::thread::spawn(move || (script.clone(), run_isolated(&script, &bin_dir)))
         })
         .collect();
     for run in runs {
