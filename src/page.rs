@@ -248,6 +248,18 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// The status page's `Content-Security-Policy`: nothing but its own inline style (by hash), no
+/// script, no frame, no form, no other resource.
+pub fn content_security_policy() -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(&ring::digest::SHA256, STYLE.as_bytes());
+    let hash = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    )
+}
+
 const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}\
 header{padding:1em 1.5em;color:#fff}header p{margin:.3em 0}h1{margin:0;font-size:1.6em}\
 .pass header,header.pass{background:#1e8e3e}header.warn{background:#b06000}header.fail{background:#c5221f}\

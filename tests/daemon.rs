@@ -285,3 +285,41 @@ fn slow_pong_is_warn_and_still_ready() {
     assert_eq!(doc["checks"]["redis:responseTime"][0]["status"], "warn");
     assert_eq!(daemon.status("/startupz"), 200);
 }
+
+/// Every answer says `X-Content-Type-Options: nosniff`; the status page also carries a strict
+/// `Content-Security-Policy` (no script, nothing from elsewhere, only its own style by hash).
+#[test]
+fn every_answer_is_nosniff_and_the_page_has_a_strict_policy() {
+    let redis = RedisServer::start();
+    let daemon = start(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    for path in [
+        "/livez",
+        "/readyz",
+        "/startupz",
+        "/health",
+        "/metrics",
+        "/readyz/redis:role",
+        "/nope",
+        "/",
+    ] {
+        let reply = daemon.get(path);
+        assert_eq!(
+            reply.header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    let page = support::get_with(daemon.addr, "/", &[("Accept", "text/html")]);
+    assert_eq!(page.status, 200);
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        policy.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{policy}"
+    );
+    assert!(
+        !policy.contains("unsafe") && !policy.contains("script-src"),
+        "{policy}"
+    );
+    assert!(daemon.get("/health").header("content-security-policy").is_none());
+}

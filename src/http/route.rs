@@ -4,7 +4,12 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use std::sync::LazyLock;
+
+use hyper::header::{
+    HeaderName, HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::State;
@@ -20,6 +25,12 @@ const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const ENVOY_DEGRADED: HeaderName = HeaderName::from_static("x-envoy-degraded");
 const WARN: HeaderValue = HeaderValue::from_static("warn");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+/// The status page's policy, computed once (a hash of its style).
+static PAGE_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
+    HeaderValue::from_str(&crate::page::content_security_policy())
+        .unwrap_or(HeaderValue::from_static("default-src 'none'"))
+});
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 const NOT_FOUND_BODY: &str = r#"{"error":"not found","endpoints":["/","/livez","/livez/<check>","/readyz","/readyz/<check>","/startupz","/health","/healthz","/metrics"]}"#;
 const NOT_ALLOWED_BODY: &str = r#"{"error":"method not allowed","allow":["GET","HEAD"]}"#;
@@ -48,7 +59,13 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     match page {
         Page::Probe(endpoint, name) => probe(endpoint, name, request.uri().query(), state),
         Page::Metrics => scrape(accept(request), state),
-        Page::Status => reply(StatusCode::OK, HTML, state.view(|view| view.page())),
+        Page::Status => {
+            let mut response = reply(StatusCode::OK, HTML, state.view(|view| view.page()));
+            response
+                .headers_mut()
+                .insert(CONTENT_SECURITY_POLICY, PAGE_POLICY.clone());
+            response
+        }
         Page::OneCheck(endpoint, check) => one_check(endpoint, check, state),
     }
 }
@@ -184,6 +201,7 @@ fn reply(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(CACHE_CONTROL, NO_STORE);
+    headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     response
 }
 

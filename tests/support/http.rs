@@ -37,11 +37,27 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
 
 /// [`request`], with failures (connect, read, no status line) as errors.
 pub fn try_request(addr: SocketAddr, method: &str, path: &str) -> Result<Reply, String> {
+    try_request_with(addr, method, path, &[])
+}
+
+/// A GET with these extra request headers.
+pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    try_request_with(addr, "GET", path, headers).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+}
+
+/// [`try_request`] with extra request headers.
+pub fn try_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
