@@ -10,7 +10,7 @@ use fred::prelude::{Server, ServerConfig};
 use url::Url;
 
 use crate::credentials::{PasswordFile, PasswordFileError};
-use crate::tls::{Reloader, TlsError, TlsFiles, TlsMetrics};
+use crate::tls::{Reloader, TargetLabel, TlsError, TlsFiles, TlsMetrics};
 
 /// Why an address cannot be used; its variants say which value is at fault. Never holds a
 /// password: URLs in it are redacted.
@@ -88,30 +88,36 @@ impl RedisAddress {
             ))
         })?;
         let redacted = redact(&parsed);
+        // What errors quote: where the text holds an `@`, nothing before the last one (a
+        // password written raw may have been read as a host, a path or a query).
+        let quoted = match url.rsplit_once('@') {
+            Some((_, host)) => format!("{}://***@{host}", parsed.scheme()),
+            None => redacted.clone(),
+        };
         let unix = matches!(parsed.scheme(), "redis+unix" | "valkey+unix");
         let tls_url = is_tls_scheme(parsed.scheme());
         let Some(&(_, topology)) = SCHEMES.iter().find(|(name, _)| *name == parsed.scheme()) else {
             let names: Vec<String> = SCHEMES.iter().map(|(name, _)| format!("{name}://")).collect();
             return Err(AddressError::Url(format!(
-                "unsupported scheme {:?} in {redacted}; expected one of {}",
+                "unsupported scheme {:?} in {quoted}; expected one of {}",
                 parsed.scheme(),
                 names.join(", ")
             )));
         };
         if unix && matches!(parsed.path(), "" | "/") {
-            return Err(AddressError::Url(format!("no socket path in {redacted}")));
+            return Err(AddressError::Url(format!("no socket path in {quoted}")));
         }
         if !unix && parsed.host_str().is_none_or(str::is_empty) {
-            return Err(AddressError::Url(format!("no host in {redacted}")));
+            return Err(AddressError::Url(format!("no host in {quoted}")));
         }
         // fred's error texts name the bad part, never the password.
         let mut client = fred::prelude::Config::from_url(url)
-            .map_err(|e| AddressError::Url(format!("{} in {redacted}", e.details())))?;
+            .map_err(|e| AddressError::Url(format!("{} in {quoted}", e.details())))?;
         if let Some(username) = username {
             client.username = Some(username.to_owned());
         }
         if !tls_url && (tls.any() || tls_server_name.is_some()) {
-            return Err(AddressError::TlsNeedsRediss(redacted));
+            return Err(AddressError::TlsNeedsRediss(quoted));
         }
         let tls_files = if tls_url {
             let (metrics, target) = tls_metrics;
@@ -137,8 +143,13 @@ impl RedisAddress {
                 _ => {}
             }
         }
+        let (metrics, target) = tls_metrics;
+        let reload_errors = metrics
+            .reload_errors
+            .get_or_create(&TargetLabel { target })
+            .clone();
         let password_file = password_file
-            .map(|path| PasswordFile::new(path, client.username.clone()))
+            .map(|path| PasswordFile::new(path, client.username.clone(), reload_errors))
             .transpose()
             .map_err(AddressError::PasswordFile)?;
         if let Some(file) = &password_file {
@@ -386,7 +397,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "TLS options need a rediss:// URL, not redis://:***@h"
+            "TLS options need a rediss:// URL, not redis://***@h"
         );
     }
 }

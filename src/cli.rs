@@ -127,12 +127,13 @@ pub struct ServeArgs {
     pub redis: RedisArgs,
     /// A named Redis target, NAME=URL (NAME: a-z, 0-9, _ and -); repeatable, instead of
     /// --redis-url. Its checks are named NAME:responseTime, NAME:role, ...; the other Redis
-    /// flags apply to every target.
+    /// flags apply to every target. REDIS_HEALTHD_TARGETS holds several, comma-separated.
+    // Split at commas only from the environment (see `flags`): on the command line a comma can
+    // be part of a password.
     #[arg(
         long = "target",
         env = "REDIS_HEALTHD_TARGETS",
         value_name = "NAME=URL",
-        value_delimiter = ',',
         hide_env_values = true
     )]
     pub targets: Vec<String>,
@@ -278,7 +279,11 @@ impl ServeArgs {
             targets: self
                 .targets
                 .iter()
-                .map(|t| sources.given("targets", t.clone()))
+                .flat_map(|t| match sources.at("targets") {
+                    At::Env(_) => t.split(',').map(str::to_owned).collect(),
+                    _ => vec![t.clone()],
+                })
+                .map(|t| sources.given("targets", t))
                 .collect(),
             config: self.config.clone().map(|path| sources.given("config", path)),
             redis_url_on_command_line: sources.on_command_line("redis_url"),

@@ -252,6 +252,24 @@ impl Config {
             }
             named_specs(&flags)?
         };
+        let on_command_line = |spec: &TargetSpec| match spec.scope {
+            Scope::Target { .. } => matches!(spec.url.at, At::Flag(_)),
+            _ => flags.redis_url_on_command_line,
+        };
+        for spec in specs.iter().filter(|s| on_command_line(s)) {
+            if url::Url::parse(&spec.url.value).is_ok_and(|u| u.password().is_some()) {
+                let flag = if let Scope::Target { .. } = spec.scope {
+                    "--target"
+                } else {
+                    "--redis-url"
+                };
+                notices.push(format!(
+                    "the password in {flag} is readable by every local user (ps, /proc/<pid>/cmdline) \
+                     and in kubectl describe or docker inspect: give it in a file with \
+                     --redis-password-file (or password_file in --config)"
+                ));
+            }
+        }
         let mut targets: Vec<Target> = Vec::with_capacity(specs.len());
         for spec in &specs {
             if targets.iter().any(|t| t.name == spec.name) {
@@ -456,20 +474,15 @@ fn named_specs(flags: &Flags) -> Result<Vec<TargetSpec>, ConfigError> {
             return Err(ConfigError::at(
                 &Scope::Global,
                 at,
-                format!(
-                    "expected NAME=URL (e.g. cache=redis://cache:6379), not {:?}",
-                    given.value.split(':').next().unwrap_or_default()
-                ),
+                // Never a quote of the value: it may be a piece of a password.
+                "expected NAME=URL (e.g. cache=redis://cache:6379): the value has no `=`".to_owned(),
             ));
         };
-        if let Err(problem) = check_target_name(name) {
-            // A URL given without a name splits at a `=` of its password: never echo that.
-            let problem = if name.contains([':', '/', '@']) {
-                "expected NAME=URL with NAME of a-z, 0-9, _ and - (e.g. cache=redis://cache:6379)".to_owned()
-            } else {
-                problem
-            };
-            return Err(ConfigError::at(&Scope::Global, at, problem));
+        if check_target_name(name).is_err() {
+            // Not quoted: a URL given without a name splits at a `=` of its password.
+            let problem = "expected NAME=URL with NAME of 1 to 64 of a-z, 0-9, _ and - \
+                           (e.g. cache=redis://cache:6379): the part before the first `=` is not one";
+            return Err(ConfigError::at(&Scope::Global, at, problem.to_owned()));
         }
         let mut spec = flags.defaults.clone();
         spec.name = name.to_owned();

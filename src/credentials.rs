@@ -2,7 +2,10 @@
 //! rotated secret (a Kubernetes Secret volume is updated in place) is used without a restart.
 //! The read at a reconnection runs off the runtime thread and is bounded: a file that hangs
 //! (a stuck NFS or CSI mount) fails that connection attempt with the reason, and every
-//! endpoint goes on answering. `Debug` shows the path, never the password.
+//! endpoint goes on answering. A read that fails (a Secret being rewritten, a stuck mount)
+//! falls back to the last good password, like the TLS files keep their last good set: logged
+//! once, counted in `redis_healthd_config_reload_errors_total`. `Debug` shows the path, never
+//! the password.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,8 +13,10 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use fred::prelude::{Error, ErrorKind, Server};
+use fred::prelude::{Error, Server};
 use fred::types::config::CredentialProvider;
+use prometheus_client::metrics::counter::Counter;
+use tracing::{info, warn};
 
 /// Credentials fred fetches before each `AUTH`: the username as configured, the password as
 /// the file holds it now.
@@ -22,6 +27,25 @@ pub struct PasswordFile {
     /// A read still under way (stuck): the next fetch waits on it instead of starting another,
     /// so a hung file never piles up blocked threads.
     in_flight: Arc<Mutex<Option<Read>>>,
+    /// The password of the latest good read, and the reason of the failed read that last fell
+    /// back on it (logged once).
+    last: Arc<Mutex<Last>>,
+    /// `redis_healthd_config_reload_errors_total` of the target.
+    reload_errors: Counter,
+}
+
+#[derive(Default)]
+struct Last {
+    good: String,
+    failing: Option<String>,
+}
+
+impl std::fmt::Debug for Last {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Last")
+            .field("failing", &self.failing)
+            .finish_non_exhaustive()
+    }
 }
 
 type Read = JoinHandle<Result<String, PasswordFileError>>;
@@ -32,13 +56,40 @@ const READ_BUDGET: Duration = Duration::from_millis(100);
 
 impl PasswordFile {
     /// Checks the file can be read now (a bad path is a configuration error at start).
-    pub fn new(path: &Path, username: Option<String>) -> Result<Self, PasswordFileError> {
-        read(path)?;
+    pub fn new(
+        path: &Path,
+        username: Option<String>,
+        reload_errors: Counter,
+    ) -> Result<Self, PasswordFileError> {
+        let good = read(path)?;
         Ok(Self {
             path: path.to_owned(),
             username,
             in_flight: Arc::default(),
+            last: Arc::new(Mutex::new(Last { good, failing: None })),
+            reload_errors,
         })
+    }
+
+    /// The password to send after a read: this one, or the last good one when it failed.
+    fn settle(&self, read: Result<String, String>) -> String {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match read {
+            Ok(password) => {
+                if last.failing.take().is_some() {
+                    info!(file = %self.path.display(), "password file readable again");
+                }
+                last.good = password;
+            }
+            Err(reason) => {
+                self.reload_errors.inc();
+                if last.failing.as_deref() != Some(reason.as_str()) {
+                    warn!(reason = %reason, "password file not read: using the last good password");
+                    last.failing = Some(reason);
+                }
+            }
+        }
+        last.good.clone()
     }
 }
 
@@ -66,8 +117,7 @@ impl CredentialProvider for PasswordFile {
                 ))
             }
         };
-        let password = password.map_err(|reason| Error::new(ErrorKind::Auth, reason))?;
-        Ok((self.username.clone(), Some(password)))
+        Ok((self.username.clone(), Some(self.settle(password))))
     }
 }
 

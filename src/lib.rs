@@ -80,7 +80,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::snapshot::{FixedBodies, Snapshot};
@@ -106,8 +106,9 @@ pub async fn run(
     reconnect: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Each is something the operator set that does not do what it seems to, or leaks.
     for notice in &config.notices {
-        info!("{notice}");
+        warn!("{notice}");
     }
     let description = monitor::description(&config);
     let pending: Vec<&'static str> = config

@@ -445,3 +445,30 @@ fn check_config_validates_without_connecting_or_binding() {
         env.2
     );
 }
+
+/// A password in a URL on the command line (where `ps` shows it) logs one warning pointing to
+/// --redis-password-file; the same URL from the environment does not.
+#[test]
+fn a_password_on_the_command_line_is_warned_about_once() {
+    let redis = RedisServer::start();
+    let url = format!("redis://app:visible-pw@127.0.0.1:{}", redis.port);
+    for (flags, env, warned) in [
+        (vec!["--redis-url", url.as_str()], vec![], true),
+        (vec![], vec![("REDIS_URL", url.as_str())], false),
+    ] {
+        let daemon = DaemonProcess::spawn(&flags, &env);
+        wait_until(Duration::from_secs(5), "a verdict", || {
+            support::get(daemon.addr, "/health").status != 0 && daemon.log().contains("redis check")
+        });
+        let log = daemon.log();
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("readable by every local user"))
+            .count();
+        assert_eq!(warnings, usize::from(warned), "{log}");
+        if warned {
+            assert!(log.contains("--redis-password-file"), "{log}");
+        }
+        assert!(!log.contains("visible-pw"), "{log}");
+    }
+}

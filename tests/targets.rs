@@ -289,7 +289,7 @@ fn bad_targets_exit_2_naming_the_file_the_target_and_the_key() {
         (vec!["--target", "cache"], "--target: expected NAME=URL"),
         (
             vec!["--target", "Cache=redis://h"],
-            "--target: \"Cache\" is not a target name",
+            "--target: expected NAME=URL with NAME of 1 to 64 of a-z, 0-9, _ and -",
         ),
         (
             vec!["--target", "cache=redis://h", "--target", "cache=redis://g"],
