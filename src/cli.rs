@@ -141,6 +141,15 @@ pub struct ServeArgs {
     /// the flags give the defaults.
     #[arg(long, env = "REDIS_HEALTHD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Who may reach the HTTP side: TLS, client certificates, basic-auth users and extra
+    /// headers, in the Prometheus exporters' web configuration format (exporter-toolkit's
+    /// YAML, as node_exporter reads it); re-read when it or the files it names change.
+    #[arg(
+        long = "web.config.file",
+        env = "REDIS_HEALTHD_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
     /// Validate the flags, the environment and --config as the daemon would, print what it
     /// would run, and exit: 0 valid, 2 not. Connects to nothing and binds no port.
     #[arg(long)]
@@ -293,6 +302,10 @@ impl ServeArgs {
             timeout: sources.given("timeout", self.timeout),
             max_age: sources.given("max_age", self.max_age),
             max_connections: self.max_connections,
+            web_config: self
+                .web_config_file
+                .clone()
+                .map(|path| sources.given("web_config_file", path)),
             log_format: self.log_format,
         }
     }

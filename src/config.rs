@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::web_config::{Sources, WebSettings};
+
 use crate::address::{is_tls_scheme, RedisAddress, Topology};
 use crate::checks::{ExpectRole, Plan};
 use crate::config_file::{self, FileTarget};
@@ -42,6 +44,8 @@ pub struct Flags {
     pub max_age: Given<Option<Duration>>,
     pub max_connections: u32,
     pub log_format: LogFormat,
+    /// `--web.config.file`.
+    pub web_config: Option<Given<PathBuf>>,
 }
 
 /// One target as described, each value with where it was given. No `Debug`: the URL may hold
@@ -88,6 +92,16 @@ pub struct Config {
     pub notices: Vec<String>,
     /// Certificate expiry and failed TLS reloads of every target, for the metrics registry.
     pub tls_metrics: TlsMetrics,
+    /// `--web.config.file`, read and checked: its path, what it read and the settings built.
+    pub web: Option<Web>,
+}
+
+/// The web configuration as read at start.
+#[derive(Clone, Debug)]
+pub struct Web {
+    pub path: PathBuf,
+    pub sources: Sources,
+    pub settings: WebSettings,
 }
 
 /// One named Redis target: where it is, what its checks ask and how they judge, its
@@ -289,6 +303,21 @@ impl Config {
             }
             targets.push(target);
         }
+        let web = flags
+            .web_config
+            .as_ref()
+            .map(|given| {
+                let loaded = Sources::read(&given.value).and_then(|sources| {
+                    let settings = sources.build()?;
+                    Ok(Web {
+                        path: given.value.clone(),
+                        sources,
+                        settings,
+                    })
+                });
+                loaded.map_err(|e| ConfigError::at(&Scope::Global, &given.at, e))
+            })
+            .transpose()?;
         Ok(Self {
             targets,
             listen: flags.listen,
@@ -300,6 +329,7 @@ impl Config {
             log_format: flags.log_format,
             notices,
             tls_metrics,
+            web,
         })
     }
 
@@ -318,6 +348,7 @@ impl Config {
             max_age: timeout * 3,
             max_connections: 1,
             log_format: LogFormat::Text,
+            web: None,
             notices: Vec::new(),
             tls_metrics,
         })

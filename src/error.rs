@@ -98,6 +98,9 @@ pub enum Problem {
     /// The config file does not parse (it names its own target and key).
     #[error(transparent)]
     File(#[from] FileError),
+    /// The web configuration file (it names its own path and key).
+    #[error(transparent)]
+    WebConfig(#[from] crate::web_config::WebConfigError),
 }
 
 /// A configuration problem: one line naming where the value came from; the process exits

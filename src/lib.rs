@@ -73,6 +73,7 @@ pub mod signals;
 pub mod snapshot;
 pub mod tls;
 pub mod view;
+pub mod web_config;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -124,11 +125,31 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let names: Vec<&'static str> = config.targets.iter().map(|t| t.name).collect();
     let metrics = Arc::new(metrics::Metrics::new(config.timeout, &names).with_tls(&config.tls_metrics));
+    let (access, web_watch) = match &config.web {
+        None => (http::Access::open(), None),
+        Some(web) => {
+            let (settings_tx, settings_rx) = watch::channel(Arc::new(web.settings.clone()));
+            let label = crate::tls::TargetLabel {
+                target: http::access::RELOAD_LABEL,
+            };
+            let reload_errors = config.tls_metrics.reload_errors.get_or_create(&label).clone();
+            let watcher = http::access::watch(
+                web.path.clone(),
+                web.sources.clone(),
+                settings_tx,
+                reload_errors,
+                stop_rx.clone(),
+            );
+            (http::Access::new(settings_rx), Some(watcher))
+        }
+    };
+    let web_watch = web_watch.map(tokio::spawn);
     let state = Arc::new(http::State::new(
         snapshot_rx,
         FixedBodies::new(&description, config.max_age),
         config.max_age,
         metrics.clone(),
+        access,
     ));
     let servers = config
         .targets
@@ -158,6 +179,7 @@ pub async fn run(
         interval = %humantime::format_duration(config.interval),
         timeout = %humantime::format_duration(config.timeout),
         agent_listen = %agent_listen,
+        web = %config.web.as_ref().map_or_else(|| "plain HTTP, no auth".to_owned(), |w| w.settings.summary()),
         "redis-healthd serving"
     );
     // SIGHUP reaches every target's loop as a new value of a counter.
@@ -196,6 +218,9 @@ pub async fn run(
     state.start_draining();
     stop_tx.send_replace(true);
     server.await?;
+    if let Some(watcher) = web_watch {
+        watcher.await?;
+    }
     if let Some(agent) = agent {
         agent.await?;
     }

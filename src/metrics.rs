@@ -251,8 +251,8 @@ impl Metrics {
         );
         sub.register(
             "config_reload_errors",
-            "Reloads of the TLS files that found one missing or malformed (the last good set \
-             stays in use)",
+            "Reloads that found a file missing or malformed and kept the last good one: a target's \
+             TLS files and password file, or (target=\"web.config.file\") the web configuration",
             tls.reload_errors.clone(),
         );
         self

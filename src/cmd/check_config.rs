@@ -27,6 +27,9 @@ pub fn summary(config: &Config) -> String {
             LogFormat::Json => "JSON",
         },
     );
+    if let Some(web) = &config.web {
+        let _ = writeln!(out, "web: {} ({})", web.settings.summary(), web.path.display());
+    }
     for target in &config.targets {
         let _ = writeln!(out, "{}", target_line(target));
     }

@@ -2,9 +2,11 @@
 //! graceful drain); [`route`] answers every request from the latest snapshot's ready bytes,
 //! without touching Redis or awaiting anything. [`State`] is what both share.
 
+pub mod access;
 mod route;
 mod serve;
 
+pub use access::Access;
 pub use route::{prefers_html, route};
 pub use serve::{bind, serve};
 
@@ -25,6 +27,8 @@ pub struct State {
     max_age: Duration,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Who may see what (`--web.config.file`).
+    pub access: Access,
 }
 
 impl State {
@@ -33,6 +37,7 @@ impl State {
         fixed: FixedBodies,
         max_age: Duration,
         metrics: Arc<Metrics>,
+        access: Access,
     ) -> Self {
         Self {
             snapshots,
@@ -40,6 +45,7 @@ impl State {
             max_age,
             draining: AtomicBool::new(false),
             metrics,
+            access,
         }
     }
 

@@ -8,10 +8,11 @@ use std::sync::LazyLock;
 
 use hyper::header::{
     HeaderName, HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-    X_CONTENT_TYPE_OPTIONS,
+    WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::access::Seen;
 use super::State;
 use crate::kube::{render_excluded, render_one, render_verbose, Query};
 use crate::metrics::wants_openmetrics;
@@ -26,6 +27,8 @@ const ENVOY_DEGRADED: HeaderName = HeaderName::from_static("x-envoy-degraded");
 const WARN: HeaderValue = HeaderValue::from_static("warn");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const BASIC_CHALLENGE: HeaderValue =
+    HeaderValue::from_static("Basic realm=\"redis-healthd\", charset=\"UTF-8\"");
 /// The status page's policy, computed once (a hash of its style).
 static PAGE_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
     HeaderValue::from_str(&crate::page::content_security_policy())
@@ -38,6 +41,17 @@ const NOT_ALLOWED_BODY: &str = r#"{"error":"method not allowed","allow":["GET","
 /// Answers one request from the latest snapshot: one flat match on the path, then the
 /// method (GET and HEAD only) for the paths that exist.
 pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
+    route_for(request, state, Seen::Everything)
+}
+
+/// [`route`] for a request that may see what `seen` says: without credentials where they are
+/// asked for, only the probes' status (a 401 for anything else); over the rate limit, a 429.
+pub fn route_for<B>(request: &Request<B>, state: &State, seen: Seen) -> Response<Full<Bytes>> {
+    match seen {
+        Seen::Everything => {}
+        Seen::Limited => return too_many_requests(),
+        Seen::ProbesOnly => return probe_status(request, state),
+    }
     let path = request.uri().path();
     let page = match path {
         "/livez" => Page::Probe(Endpoint::Live, "livez"),
@@ -68,6 +82,58 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
         }
         Page::OneCheck(endpoint, check) => one_check(endpoint, check, state),
     }
+}
+
+/// What a request without valid credentials gets: for `/livez`, `/readyz` and `/startupz`
+/// (no query) the status code and `{"status":...}`, nothing about Redis; a 401 for the rest.
+fn probe_status<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
+    let endpoint = match request.uri().path() {
+        "/livez" => Endpoint::Live,
+        "/readyz" => Endpoint::Ready,
+        "/startupz" => Endpoint::Started,
+        _ => return unauthorized(),
+    };
+    if request.uri().query().is_some() {
+        return unauthorized();
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed();
+    }
+    let (ok, degraded) = state.view(|view| (view.answer(endpoint).0, view.degraded()));
+    let body = match (ok, degraded && endpoint == Endpoint::Ready) {
+        (true, false) => r#"{"status":"pass"}"#,
+        (true, true) => r#"{"status":"warn"}"#,
+        (false, _) => r#"{"status":"fail"}"#,
+    };
+    reply(status_code(ok), HEALTH_JSON, Bytes::from_static(body.as_bytes()))
+}
+
+/// 401 with the Basic challenge.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = reply(
+        StatusCode::UNAUTHORIZED,
+        JSON,
+        Bytes::from_static(br#"{"error":"unauthorized: basic auth is required for this path"}"#),
+    );
+    response.headers_mut().insert(WWW_AUTHENTICATE, BASIC_CHALLENGE);
+    response
+}
+
+fn too_many_requests() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::TOO_MANY_REQUESTS,
+        JSON,
+        Bytes::from_static(br#"{"error":"too many requests"}"#),
+    )
+}
+
+/// The web configuration's `http_server_config.headers` on top of an answer.
+pub fn decorate(mut response: Response<Full<Bytes>>, state: &State) -> Response<Full<Bytes>> {
+    let settings = state.access.settings();
+    for (name, value) in &settings.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 /// The `Accept` header, read only where content is negotiated (probes never send one).
@@ -252,6 +318,7 @@ mod tests {
             FixedBodies::new("d", max_age),
             max_age,
             Arc::new(Metrics::new(max_age, &["redis"])),
+            crate::http::Access::open(),
         )
     }
 

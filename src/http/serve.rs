@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::route::route;
+use super::route::{decorate, route_for};
 use super::State;
 use crate::admission::{Admission, Evicted, Ticket};
 
@@ -119,19 +119,54 @@ pub async fn serve(
             }
         }
         let _ = stream.set_nodelay(true);
+        let tls = state.access.settings().tls.clone();
         let state = state.clone();
         let Ticket { id, idle_since } = ticket;
         let clock = clock.clone();
         let service = service_fn(move |request| {
-            let response = route(&request, &state);
-            idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(response) }
+            let state = state.clone();
+            let idle_since = idle_since.clone();
+            let clock = clock.clone();
+            async move {
+                let seen = state.access.admit(request.headers()).await;
+                let response = decorate(route_for(&request, &state, seen), &state);
+                idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
+                Ok::<_, Infallible>(response)
+            }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         let served = admission.clone();
         // An evicted connection's task is aborted, which drops (closes) the connection.
         let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served_ok = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(config) => {
+                    // The handshake is bounded like a request head: a client that stalls in
+                    // it is cut as a slow one is.
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            debug!(error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            debug!("TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served_ok {
                 // Timeouts of idle keep-alive connections land here: not worth a warning.
                 debug!(error = %e, "connection closed with an error");
             }
