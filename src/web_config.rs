@@ -258,7 +258,10 @@ fn parse(path: &Path, yaml: &[u8]) -> Result<WebFile, WebConfigError> {
         let problem = e.into_inner().to_string();
         // The YAML error names the enclosing key itself (`tls_server_config: unknown field`).
         let problem = match key.rsplit_once('.') {
-            Some((parent, _)) => problem.strip_prefix(&format!("{parent}: ")).map(str::to_owned).unwrap_or(problem),
+            Some((parent, _)) => problem
+                .strip_prefix(&format!("{parent}: "))
+                .map(str::to_owned)
+                .unwrap_or(problem),
             None => problem,
         };
         WebConfigError {

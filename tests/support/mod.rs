@@ -1,6 +1,6 @@
 //! Test support, one kit per file: [`redis`] (real `redis-server` processes), [`daemon`] (the
 //! daemon in-process or as the built binary), [`http`] (a tiny client and document readers),
-//! [`faults`] (a black-holing proxy), [`files`] (certificates and small files), [`timing`]
+//! [`faults`] (a black-holing proxy), [`files`] (certificates and small files), [`prometheus`] (a real Prometheus server), [`timing`]
 //! (the standard check timing and waits with deadlines). Everything is re-exported here.
 // Each test binary compiles this module and uses a few of its kits: the rest is dead code (and
 // unused re-exports) there.
@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod faults;
 pub mod files;
 pub mod http;
+pub mod prometheus;
 pub mod redis;
 pub mod timing;
 
@@ -17,5 +18,6 @@ pub use daemon::*;
 pub use faults::*;
 pub use files::*;
 pub use http::*;
+pub use prometheus::*;
 pub use redis::*;
 pub use timing::*;
