@@ -118,6 +118,14 @@ pub struct CheckArgs {
     /// The daemon's listen address, used to derive the default URL.
     #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR", value_parser = parse_listen, hide = true)]
     pub listen: SocketAddr,
+    /// The daemon's web configuration: with TLS in it, the default URL is https://.
+    #[arg(
+        long = "web.config.file",
+        env = "REDIS_HEALTHD_WEB_CONFIG_FILE",
+        value_name = "PATH",
+        hide = true
+    )]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Flags of the daemon.

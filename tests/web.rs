@@ -129,6 +129,19 @@ fn https_and_basic_auth_with_real_clients() {
         0
     );
 
+    // The image's HEALTHCHECK: `check` follows the web configuration to https://.
+    let listen = format!("127.0.0.1:{}", daemon.addr.port());
+    let env = [
+        ("REDIS_HEALTHD_LISTEN", listen.as_str()),
+        ("REDIS_HEALTHD_WEB_CONFIG_FILE", web.to_str().unwrap()),
+    ];
+    let (code, stdout, _) = run_binary(&["check"], &env);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("ok: 200 OK from https://{listen}/readyz")),
+        "{stdout}"
+    );
+
     // bcrypt is checked once per credentials: 200 authenticated requests take little time.
     let started = Instant::now();
     let hits: Vec<u16> = (0..20)

@@ -1,5 +1,7 @@
 //! `redis-healthd check`: one GET against a running daemon, for images without a shell or
 //! curl (`HEALTHCHECK CMD ["redis-healthd", "check"]`). 2xx is healthy, anything else is not.
+//! An `https://` URL (the daemon behind `--web.config.file`'s TLS) is asked without verifying
+//! the certificate, as the kubelet's HTTPS probes do: the check asks the daemon next to it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -11,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::cli::CheckArgs;
+use crate::web_config::Sources;
 
 /// How much of a reply body is read, to quote its `output` in the one line.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -28,7 +31,20 @@ pub fn default_url(listen: SocketAddr) -> String {
 
 /// Runs the check: `Ok(line)` on 2xx, `Err(line)` otherwise; either way one line to print.
 pub async fn run(args: &CheckArgs) -> Result<String, String> {
-    let url = args.url.clone().unwrap_or_else(|| default_url(args.listen));
+    let url = args.url.clone().unwrap_or_else(|| {
+        // Over TLS when the daemon's web configuration (the same variable) says so.
+        let tls = args.web_config_file.as_deref().is_some_and(|path| {
+            Sources::read(path)
+                .and_then(|sources| sources.build())
+                .is_ok_and(|web| web.tls.is_some())
+        });
+        let url = default_url(args.listen);
+        if tls {
+            url.replacen("http://", "https://", 1)
+        } else {
+            url
+        }
+    });
     match tokio::time::timeout(args.timeout, get(&url)).await {
         Err(_) => Err(format!(
             "fail: no answer from {url} within {}",
@@ -52,19 +68,27 @@ pub async fn run(args: &CheckArgs) -> Result<String, String> {
 /// One GET over a fresh HTTP/1.1 connection.
 async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
     let uri: Uri = url.parse().map_err(|e| format!("not a valid URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("only http:// URLs are supported".into());
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("only http:// and https:// URLs are supported".into()),
+    };
     let authority = uri.authority().ok_or("no host in the URL")?.clone();
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    tokio::spawn(connection);
+    let mut sender = if tls {
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{e}"))?;
+        let stream = unverified_tls()
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        handshake(TokioIo::new(stream)).await?
+    } else {
+        handshake(TokioIo::new(stream)).await?
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = Request::get(path)
         .header(HOST, authority.as_str())
@@ -86,6 +110,75 @@ async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// An HTTP/1.1 client connection over `io`, driven in the background.
+async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// A TLS client that takes any server certificate (its handshake signatures still checked).
+fn unverified_tls() -> tokio_rustls::TlsConnector {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+                .with_no_client_auth()
+        });
+    match config {
+        Ok(config) => tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        // The ring provider has the default versions: not reached.
+        Err(_) => tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )),
+    }
+}
+
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The health+json `output` of a reply, if it has one: the reason worth printing.
