@@ -340,3 +340,44 @@ fn a_bad_web_config_exits_2_naming_the_file_and_key() {
         "{stderr}"
     );
 }
+
+/// The Kubernetes example's web.yml, as shipped (certificate paths pointed at test files): the
+/// probes answer without credentials, and the PodMonitor's Secret's password opens /metrics.
+#[test]
+fn the_kubernetes_example_web_config_works_as_shipped() {
+    let certs = Certs::make();
+    let shipped = include_str!("../deploy/kubernetes/web-tls/web.yml")
+        .replace("/etc/redis-healthd/tls/tls.crt", &certs.arg("server.pem"))
+        .replace("/etc/redis-healthd/tls/tls.key", &certs.arg("server.key"));
+    let web = support::write_file(&certs.path(""), "shipped.yml", &shipped);
+    let secret = include_str!("../deploy/kubernetes/web-tls/scrape-secret.yaml");
+    let field = |name: &str| {
+        secret
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} in scrape-secret.yaml"))
+            .to_owned()
+    };
+    let (user, password) = (field("username"), field("password"));
+    let redis = RedisServer::start();
+    let daemon = daemon_with(&web, &redis);
+    let base = format!("https://127.0.0.1:{}", daemon.addr.port());
+    wait_until(Duration::from_secs(5), "ready as the kubelet probes", || {
+        curl(&["-k", &format!("{base}/readyz")]).1 == 200
+    });
+    assert_eq!(curl(&["-k", &format!("{base}/metrics")]).1, 401);
+    let (_, status, body) = curl(&[
+        "-k",
+        "-u",
+        &format!("{user}:{password}"),
+        &format!("{base}/metrics"),
+    ]);
+    assert_eq!(status, 200);
+    assert!(body.contains("redis_healthd_up{target=\"redis\"} 1"), "{body}");
+    let kustomization = include_str!("../deploy/kubernetes/web-tls/kustomization.yaml");
+    assert_eq!(
+        kustomization.matches("value: HTTPS").count(),
+        3,
+        "every probe over HTTPS"
+    );
+}
