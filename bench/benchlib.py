@@ -161,3 +161,14 @@ def machine():
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
     return f"{os.cpu_count()} × {model}, {mem_kb / 1048576:.0f} GiB RAM, Linux {platform.release()}"
+
+
+def make_certs(tmp):
+    """A throwaway CA and a server certificate for 127.0.0.1 in `tmp`: ca.pem, server.pem, server.key."""
+    script = """
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=fleet-ca
+        printf 'subjectAltName=IP:127.0.0.1\\n' > server.ext
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=redis
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+    """
+    subprocess.run(["sh", "-ec", script], cwd=tmp, check=True, capture_output=True)

@@ -3,7 +3,7 @@
 //! with where it was given (the flag, or its environment variable), so that an error names
 //! what the user wrote. Nothing else in the crate uses clap.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,12 +12,41 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::checks::ExpectRole;
-use crate::config::{parse_duration, parse_listen, parse_percent, Flags, LogFormat, TargetSpec};
+use crate::config::{parse_duration, parse_percent, Flags, LogFormat, TargetSpec};
 use crate::error::{At, Given, Scope};
 use crate::names::DEFAULT_TARGET;
 
 /// The default `--listen` address, shared by the daemon and the `check` subcommand.
 pub const DEFAULT_LISTEN: &str = ":8558";
+
+/// A listen address: `HOST:PORT` with an IP address (`127.0.0.1:8558`, `[::1]:8558`),
+/// `localhost:PORT` (IPv4 loopback), or `:PORT` for every address, IPv4 and IPv6 (`[::]` as
+/// one dual-stack socket; see [`crate::http::bind`]). No other host name: resolving one would
+/// make the start wait on DNS.
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    let expected = "(expected :PORT for every address, IPv4 and IPv6, or IP:PORT, \
+                    e.g. :8558, 127.0.0.1:8558, [::1]:8558, localhost:8558)";
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() => (host, port),
+        _ => return Err(format!("{value:?} has no port {expected}")),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number {expected}"))?;
+    let ip = match host {
+        "" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        _ => host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .map_or_else(
+                || host.parse::<Ipv4Addr>().map(IpAddr::V4).ok(),
+                |h| h.parse::<Ipv6Addr>().map(IpAddr::V6).ok(),
+            )
+            .ok_or_else(|| format!("{host:?} is not an IP address {expected}"))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
 
 /// The command line as clap parses it.
 #[derive(Parser)]

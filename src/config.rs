@@ -5,11 +5,11 @@
 //! file keys follow the same rules, and an error names the flag, variable or key at fault.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::web_config::{Sources, WebSettings};
+use crate::web_config::Web;
 
 use crate::address::{is_tls_scheme, RedisAddress, Topology};
 use crate::checks::{ExpectRole, Plan};
@@ -96,14 +96,6 @@ pub struct Config {
     pub web: Option<Web>,
 }
 
-/// The web configuration as read at start.
-#[derive(Clone, Debug)]
-pub struct Web {
-    pub path: PathBuf,
-    pub sources: Sources,
-    pub settings: WebSettings,
-}
-
 /// One named Redis target: where it is, what its checks ask and how they judge, its
 /// thresholds, and whether it gates readiness.
 #[derive(Clone, Debug)]
@@ -124,35 +116,6 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(format!("{e} (expected e.g. 250ms, 2s, 1m30s)")),
     }
-}
-
-/// A listen address: `HOST:PORT` with an IP address (`127.0.0.1:8558`, `[::1]:8558`),
-/// `localhost:PORT` (IPv4 loopback), or `:PORT` for every address, IPv4 and IPv6 (`[::]` as
-/// one dual-stack socket; see [`crate::http::bind`]). No other host name: resolving one would
-/// make the start wait on DNS.
-pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
-    let expected = "(expected :PORT for every address, IPv4 and IPv6, or IP:PORT, \
-                    e.g. :8558, 127.0.0.1:8558, [::1]:8558, localhost:8558)";
-    let (host, port) = match value.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() => (host, port),
-        _ => return Err(format!("{value:?} has no port {expected}")),
-    };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port number {expected}"))?;
-    let ip = match host {
-        "" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        _ => host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .map_or_else(
-                || host.parse::<Ipv4Addr>().map(IpAddr::V4).ok(),
-                |h| h.parse::<Ipv6Addr>().map(IpAddr::V6).ok(),
-            )
-            .ok_or_else(|| format!("{host:?} is not an IP address {expected}"))?,
-    };
-    Ok(SocketAddr::new(ip, port))
 }
 
 /// A percentage: `90%` or `90`, above 0 and at most 100.
@@ -266,17 +229,13 @@ impl Config {
             }
             named_specs(&flags)?
         };
-        let on_command_line = |spec: &TargetSpec| match spec.scope {
-            Scope::Target { .. } => matches!(spec.url.at, At::Flag(_)),
-            _ => flags.redis_url_on_command_line,
-        };
-        for spec in specs.iter().filter(|s| on_command_line(s)) {
-            if url::Url::parse(&spec.url.value).is_ok_and(|u| u.password().is_some()) {
-                let flag = if let Scope::Target { .. } = spec.scope {
-                    "--target"
-                } else {
-                    "--redis-url"
-                };
+        for spec in &specs {
+            // `--target` on the command line, or `--redis-url` there (not from the environment).
+            let (flag, shown) = match spec.scope {
+                Scope::Target { .. } => ("--target", matches!(spec.url.at, At::Flag(_))),
+                _ => ("--redis-url", flags.redis_url_on_command_line),
+            };
+            if shown && url::Url::parse(&spec.url.value).is_ok_and(|u| u.password().is_some()) {
                 notices.push(format!(
                     "the password in {flag} is readable by every local user (ps, /proc/<pid>/cmdline) \
                      and in kubectl describe or docker inspect: give it in a file with \
@@ -306,17 +265,7 @@ impl Config {
         let web = flags
             .web_config
             .as_ref()
-            .map(|given| {
-                let loaded = Sources::read(&given.value).and_then(|sources| {
-                    let settings = sources.build()?;
-                    Ok(Web {
-                        path: given.value.clone(),
-                        sources,
-                        settings,
-                    })
-                });
-                loaded.map_err(|e| ConfigError::at(&Scope::Global, &given.at, e))
-            })
+            .map(|given| Web::load(&given.value).map_err(|e| ConfigError::at(&Scope::Global, &given.at, e)))
             .transpose()?;
         Ok(Self {
             targets,

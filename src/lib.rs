@@ -32,13 +32,15 @@
 //! - [`snapshot`]: the bodies rendered once per round: [`document`] (health+json), [`kube`]
 //!   (the kube-apiserver's `?verbose` text and its conditions), [`page`] (the status page).
 //! - [`view`]: what each endpoint answers from the latest snapshot at a given moment.
-//! - [`http`]: the accept loop and the routing; [`admission`] decides which connections stay
-//!   when full; [`agent`] speaks HAProxy's agent-check protocol from the same view.
+//! - [`http`]: the accept loop (HTTPS when the web configuration says so) and the routing;
+//!   [`http::access`] decides who may see what (basic auth, the rate limit) and re-reads the
+//!   web configuration that [`web_config`] parses; [`admission`] decides which connections
+//!   stay when full; [`agent`] speaks HAProxy's agent-check protocol from the same view.
 //! - [`metrics`]: the Prometheus registry (recorded by the loops, encoded per scrape), every
 //!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics.
 //!
 //! The subcommands, [`cmd::check`] (ask a running daemon) and [`cmd::probe`] (pg_isready for
-//! Redis, the daemon's checks once); every exit code, [`exit`]; the signals, held from the
+//! Redis, the daemon's checks once), and [`cmd::check_config`] (`--check-config`); every exit code, [`exit`]; the signals, held from the
 //! first line of `main` until their handlers run, [`signals`].
 //!
 //! Data flows one way: each target's loop sends its rounds to the publisher, the only writer
@@ -74,6 +76,7 @@ pub mod snapshot;
 pub mod tls;
 pub mod view;
 pub mod web_config;
+pub mod web_tls;
 
 use std::future::Future;
 use std::sync::Arc;
