@@ -164,7 +164,7 @@ pub struct ServeArgs {
     pub redis: RedisArgs,
     /// A named Redis target, NAME=URL (NAME: a-z, 0-9, _ and -); repeatable, instead of
     /// --redis-url. Its checks are named NAME:responseTime, NAME:role, ...; the other Redis
-    /// flags apply to every target. REDIS_HEALTHD_TARGETS holds several, comma-separated.
+    /// flags apply to every target.
     // Split at commas only from the environment (see `flags`): on the command line a comma can
     // be part of a password.
     #[arg(
@@ -178,17 +178,14 @@ pub struct ServeArgs {
     /// the flags give the defaults.
     #[arg(long, env = "REDIS_HEALTHD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Who may reach the HTTP side: TLS, client certificates, basic-auth users and extra
-    /// headers, in the Prometheus exporters' web configuration format (exporter-toolkit's
-    /// YAML, as node_exporter reads it); re-read when it or the files it names change.
+    /// TLS and basic auth for the HTTP side, in the exporters' web configuration format.
     #[arg(
         long = "web.config.file",
         env = "REDIS_HEALTHD_WEB_CONFIG_FILE",
         value_name = "PATH"
     )]
     pub web_config_file: Option<PathBuf>,
-    /// Validate the flags, the environment and --config as the daemon would, print what it
-    /// would run, and exit: 0 valid, 2 not. Connects to nothing and binds no port.
+    /// Validate the configuration, print it and exit (0 valid, 2 not); connects to nothing.
     #[arg(long)]
     pub check_config: bool,
     /// Where each value came from: set by [`Cli::parse_args`].
@@ -198,8 +195,7 @@ pub struct ServeArgs {
     /// from the cached verdict); off when not given.
     #[arg(long, env = "REDIS_HEALTHD_AGENT_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub agent_listen: Option<SocketAddr>,
-    /// Address the HTTP server listens on: :PORT for every address, IPv4 and IPv6 (one
-    /// dual-stack socket), or IP:PORT (127.0.0.1:8558, [::1]:8558, localhost:8558).
+    /// HTTP listen address: :PORT (every address, IPv4 and IPv6) or IP:PORT.
     #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Time between two PINGs.

@@ -237,9 +237,8 @@ impl Config {
             };
             if shown && url::Url::parse(&spec.url.value).is_ok_and(|u| u.password().is_some()) {
                 notices.push(format!(
-                    "the password in {flag} is readable by every local user (ps, /proc/<pid>/cmdline) \
-                     and in kubectl describe or docker inspect: give it in a file with \
-                     --redis-password-file (or password_file in --config)"
+                    "the password in {flag} is readable by every local user (ps, /proc/<pid>/cmdline): \
+                     give it in a file with --redis-password-file"
                 ));
             }
         }

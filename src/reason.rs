@@ -185,28 +185,30 @@ fn alert_received(alert: &str) -> String {
 
 /// `UnknownCA` → `unknown CA`, `BadEncoding` → `bad encoding`: a variant name in words.
 fn words(name: &str) -> String {
-    let name = name.split(|c: char| !c.is_alphanumeric()).next().unwrap_or(name);
-    let chars: Vec<char> = name.chars().collect();
-    let mut words: Vec<String> = Vec::new();
-    for (i, c) in chars.iter().enumerate() {
-        let after_lower = i > 0 && chars[i - 1].is_lowercase();
+    // rustls's names are ASCII identifiers.
+    let name = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or(name)
+        .as_bytes();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in name.iter().enumerate() {
+        let upper = c.is_ascii_uppercase();
+        let after_lower = i > 0 && name[i - 1].is_ascii_lowercase();
         let acronym_ends =
-            i > 0 && chars[i - 1].is_uppercase() && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-        if words.is_empty() || (c.is_uppercase() && (after_lower || acronym_ends)) {
-            words.push(String::new());
+            i > 0 && name[i - 1].is_ascii_uppercase() && name.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+        if i > 0 && upper && (after_lower || acronym_ends) {
+            out.push(' ');
         }
-        if let Some(word) = words.last_mut() {
-            word.push(*c);
-        }
+        // An acronym (`CA`) keeps its capitals; a word's first capital goes.
+        let in_acronym = upper
+            && (name.get(i + 1).is_some_and(u8::is_ascii_uppercase)
+                || (i > 0
+                    && name[i - 1].is_ascii_uppercase()
+                    && !name.get(i + 1).is_some_and(u8::is_ascii_lowercase)));
+        out.push(char::from(if in_acronym { c } else { c.to_ascii_lowercase() }));
     }
-    let lower = |w: &String| {
-        if w.chars().skip(1).any(char::is_lowercase) || w.len() == 1 {
-            w.to_lowercase()
-        } else {
-            w.clone()
-        }
-    };
-    words.iter().map(lower).collect::<Vec<_>>().join(" ")
+    out
 }
 
 /// A `Debug`-quoted string's content: `\"` and `\\` unescaped.

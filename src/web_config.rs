@@ -52,6 +52,11 @@ impl std::fmt::Debug for WebSettings {
 }
 
 impl WebSettings {
+    /// Whether a request must be checked (users or a rate limit) before it is answered.
+    pub fn checks_requests(&self) -> bool {
+        !self.users.is_empty() || self.rate_limit.is_some()
+    }
+
     /// One line for `--check-config` and the start-up log.
     pub fn summary(&self) -> String {
         let tls = match &self.tls {
@@ -246,30 +251,44 @@ impl Sources {
     }
 }
 
+/// Whether the web configuration at `path` asks for HTTPS (`check` follows it).
+pub fn serves_tls(path: &Path) -> bool {
+    std::fs::read(path)
+        .is_ok_and(|yaml| parse(path, &yaml).is_ok_and(|file| file.tls_server_config.is_some()))
+}
+
 /// The YAML, with the key of the first problem; an empty file is an empty configuration.
 fn parse(path: &Path, yaml: &[u8]) -> Result<WebFile, WebConfigError> {
     if yaml.iter().all(u8::is_ascii_whitespace) {
         return Ok(WebFile::default());
     }
-    let deserializer = yaml_serde::Deserializer::from_slice(yaml);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        let problem = e.into_inner().to_string();
-        // The YAML error names the enclosing key itself (`tls_server_config: unknown field`).
-        let problem = match key.rsplit_once('.') {
-            Some((parent, _)) => problem
-                .strip_prefix(&format!("{parent}: "))
-                .map(str::to_owned)
-                .unwrap_or(problem),
-            None => problem,
-        };
+    yaml_serde::from_slice(yaml).map_err(|e| {
+        let (key, problem) = key_of(&e.to_string());
         WebConfigError {
             path: path.to_owned(),
             key,
             problem,
         }
     })
+}
+
+/// yaml_serde's error as (key, problem): it begins with the dotted path of the mapping at fault
+/// (`tls_server_config: unknown field `cert_fil`, ...`, `rate_limit.burst: invalid type: ...`),
+/// and an unknown field is named in the problem: the key is then that field under the path.
+fn key_of(text: &str) -> (String, String) {
+    let (path, problem) = match text.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && !path.contains(' ') => (path, rest),
+        _ => ("", text),
+    };
+    let field = problem
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    let key = match (path, field) {
+        ("", Some(field)) => field.to_owned(),
+        (path, Some(field)) => format!("{path}.{field}"),
+        (path, None) => path.to_owned(),
+    };
+    (key, problem.to_owned())
 }
 
 fn lowercase(header: &'static str) -> &'static str {

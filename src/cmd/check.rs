@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::cli::CheckArgs;
-use crate::web_config::Sources;
+use crate::web_config::serves_tls;
 
 /// How much of a reply body is read, to quote its `output` in the one line.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -33,11 +33,7 @@ pub fn default_url(listen: SocketAddr) -> String {
 pub async fn run(args: &CheckArgs) -> Result<String, String> {
     let url = args.url.clone().unwrap_or_else(|| {
         // Over TLS when the daemon's web configuration (the same variable) says so.
-        let tls = args.web_config_file.as_deref().is_some_and(|path| {
-            Sources::read(path)
-                .and_then(|sources| sources.build())
-                .is_ok_and(|web| web.tls.is_some())
-        });
+        let tls = args.web_config_file.as_deref().is_some_and(serves_tls);
         let url = default_url(args.listen);
         if tls {
             url.replacen("http://", "https://", 1)
@@ -79,16 +75,21 @@ async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
     let stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let mut sender = if tls {
+    // One stream type for both, so that hyper's client code is built once.
+    let stream = if tls {
         let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{e}"))?;
         let stream = unverified_tls()
             .connect(name, stream)
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        handshake(TokioIo::new(stream)).await?
+        tokio_util::either::Either::Right(stream)
     } else {
-        handshake(TokioIo::new(stream)).await?
+        tokio_util::either::Either::Left(stream)
     };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = Request::get(path)
         .header(HOST, authority.as_str())
@@ -110,18 +111,6 @@ async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     Ok((status, body))
-}
-
-/// An HTTP/1.1 client connection over `io`, driven in the background.
-async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    tokio::spawn(connection);
-    Ok(sender)
 }
 
 /// A TLS client that takes any server certificate (its handshake signatures still checked).

@@ -87,9 +87,8 @@ impl Access {
         self.settings.borrow().clone()
     }
 
-    /// What a request with these headers may see.
-    pub async fn admit(&self, headers: &HeaderMap) -> Seen {
-        let settings = self.settings();
+    /// What a request with these headers may see, by `settings` (the ones in force).
+    pub async fn admit(&self, settings: &Arc<WebSettings>, headers: &HeaderMap) -> Seen {
         if let Some((interval, burst)) = settings.rate_limit {
             if !self.take_token(interval, burst) {
                 return Seen::Limited;
@@ -101,7 +100,7 @@ impl Access {
         let Some((user, password)) = basic_credentials(headers) else {
             return Seen::ProbesOnly;
         };
-        if self.verify(&settings, &user, &password).await {
+        if self.verify(settings, &user, &password).await {
             Seen::Everything
         } else {
             Seen::ProbesOnly
@@ -144,24 +143,17 @@ impl Access {
         if let Some(known) = self.remembered(generation, &key) {
             return known;
         }
-        let known = settings.users.get(user).cloned();
-        // An unknown user costs one hash at a configured user's cost: as long as a wrong
-        // password, so the time does not tell which users exist.
-        let cost = settings
-            .users
-            .values()
-            .next()
-            .and_then(|h| h.split('$').nth(2)?.parse().ok());
+        // An unknown user is checked against a configured user's hash and refused whatever the
+        // result: as long as a wrong password, so the time does not tell which users exist.
+        let (known, hash) = match settings.users.get(user) {
+            Some(hash) => (true, hash.clone()),
+            None => (false, settings.users.values().next().cloned().unwrap_or_default()),
+        };
         let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || match known {
-            Some(hash) => bcrypt::verify(password, &hash).unwrap_or(false),
-            None => {
-                let _ = bcrypt::hash(password, cost.unwrap_or(bcrypt::DEFAULT_COST));
-                false
-            }
-        })
-        .await
-        .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+            && known;
         let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if verified.of != generation || verified.results.len() >= REMEMBERED {
             *verified = Verified {
@@ -298,20 +290,32 @@ mod tests {
     async fn the_right_password_sees_everything_and_is_remembered() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let access = with_users(&[("prometheus", &hash)]);
-        assert_eq!(access.admit(&HeaderMap::new()).await, Seen::ProbesOnly);
         assert_eq!(
-            access.admit(&basic("prometheus", "wrong")).await,
+            access.admit(&access.settings(), &HeaderMap::new()).await,
             Seen::ProbesOnly
         );
-        assert_eq!(access.admit(&basic("nobody", "s3cret")).await, Seen::ProbesOnly);
         assert_eq!(
-            access.admit(&basic("prometheus", "s3cret")).await,
+            access
+                .admit(&access.settings(), &basic("prometheus", "wrong"))
+                .await,
+            Seen::ProbesOnly
+        );
+        assert_eq!(
+            access.admit(&access.settings(), &basic("nobody", "s3cret")).await,
+            Seen::ProbesOnly
+        );
+        assert_eq!(
+            access
+                .admit(&access.settings(), &basic("prometheus", "s3cret"))
+                .await,
             Seen::Everything
         );
         let remembered = access.verified.lock().unwrap().results.len();
         assert_eq!(remembered, 3);
         assert_eq!(
-            access.admit(&basic("prometheus", "s3cret")).await,
+            access
+                .admit(&access.settings(), &basic("prometheus", "s3cret"))
+                .await,
             Seen::Everything
         );
         assert_eq!(

@@ -17,6 +17,7 @@ use super::State;
 use crate::kube::{render_excluded, render_one, render_verbose, Query};
 use crate::metrics::wants_openmetrics;
 use crate::view::Endpoint;
+use crate::web_config::WebSettings;
 
 const HEALTH_JSON: HeaderValue = HeaderValue::from_static("application/health+json");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -128,8 +129,7 @@ fn too_many_requests() -> Response<Full<Bytes>> {
 }
 
 /// The web configuration's `http_server_config.headers` on top of an answer.
-pub fn decorate(mut response: Response<Full<Bytes>>, state: &State) -> Response<Full<Bytes>> {
-    let settings = state.access.settings();
+pub fn decorate(mut response: Response<Full<Bytes>>, settings: &WebSettings) -> Response<Full<Bytes>> {
     for (name, value) in &settings.headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }

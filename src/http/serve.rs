@@ -8,14 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures_util::future::Either as Answer;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
+use super::access::Seen;
 use super::route::{decorate, route_for};
 use super::State;
 use crate::admission::{Admission, Evicted, Ticket};
@@ -123,48 +128,55 @@ pub async fn serve(
         let state = state.clone();
         let Ticket { id, idle_since } = ticket;
         let clock = clock.clone();
-        let service = service_fn(move |request| {
-            let state = state.clone();
-            let idle_since = idle_since.clone();
-            let clock = clock.clone();
-            async move {
-                let seen = state.access.admit(request.headers()).await;
-                let response = decorate(route_for(&request, &state, seen), &state);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let settings = state.access.settings();
+            // Nothing to check (no users, no rate limit): answered at once, as without a web
+            // configuration; otherwise a bcrypt check may have to be awaited.
+            if !settings.checks_requests() {
+                let response = decorate(route_for(&request, &state, Seen::Everything), &settings);
+                idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
+                return Answer::Left(std::future::ready(Ok::<_, Infallible>(response)));
+            }
+            let (state, idle_since, clock) = (state.clone(), idle_since.clone(), clock.clone());
+            Answer::Right(async move {
+                let seen = state.access.admit(&settings, request.headers()).await;
+                let response = decorate(route_for(&request, &state, seen), &settings);
                 idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
                 Ok::<_, Infallible>(response)
-            }
+            })
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let served = admission.clone();
         // An evicted connection's task is aborted, which drops (closes) the connection.
         let task = tokio::spawn(async move {
-            let served_ok = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
+            // One stream type for both, so that hyper's connection code is built once.
+            let stream = match tls {
+                None => Some(Either::Left(stream)),
                 Some(config) => {
                     // The handshake is bounded like a request head: a client that stalls in
                     // it is cut as a slow one is.
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
-                        Ok(Ok(stream)) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(stream), service))
-                                .await
-                        }
+                        Ok(Ok(stream)) => Some(Either::Right(stream)),
                         Ok(Err(e)) => {
                             debug!(error = %e, "TLS handshake failed");
-                            Ok(())
+                            None
                         }
                         Err(_) => {
                             debug!("TLS handshake timed out");
-                            Ok(())
+                            None
                         }
                     }
                 }
+            };
+            let served_ok = match stream {
+                Some(stream) => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                None => Ok(()),
             };
             if let Err(e) = served_ok {
                 // Timeouts of idle keep-alive connections land here: not worth a warning.
