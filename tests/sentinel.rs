@@ -67,8 +67,8 @@ impl Drop for Sentinel {
     }
 }
 
-#[test]
-fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
+/// A master, its replica in sync, a sentinel watching them, and the URL through the sentinel.
+fn master_replica_sentinel() -> (RedisServer, RedisServer, Sentinel, String) {
     let mut master = RedisServer::start();
     let master_port = master.port.to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
@@ -80,6 +80,12 @@ fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
         "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
         sentinel.port
     );
+    (master, replica, sentinel, url)
+}
+
+#[test]
+fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
+    let (mut master, replica, sentinel, url) = master_replica_sentinel();
     let daemon = start_fast(&url, &["--check-writes"]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     for check in ["redis:role", "redis:writable"] {
@@ -201,17 +207,7 @@ fn a_master_sentinel_names_that_says_it_is_a_replica_fails_the_role_check() {
 /// counted apart, never a restart.
 #[test]
 fn a_failover_is_a_topology_change_and_a_restart_is_a_restart() {
-    let mut master = RedisServer::start();
-    let master_port = master.port.to_string();
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
-    wait_until(Duration::from_secs(10), "the replica in sync", || {
-        master.info_number(&["replication"], "connected_slaves") == 1
-    });
-    let sentinel = Sentinel::start(master.port);
-    let url = format!(
-        "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
-        sentinel.port
-    );
+    let (mut master, replica, sentinel, url) = master_replica_sentinel();
     let mut flags = vec!["--redis-url", url.as_str()];
     flags.extend_from_slice(&support::FAST);
     let daemon = support::DaemonProcess::spawn(&flags, &[]);
