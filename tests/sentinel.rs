@@ -69,7 +69,7 @@ impl Drop for Sentinel {
 
 /// A master, its replica in sync, a sentinel watching them, and the URL through the sentinel.
 fn master_replica_sentinel() -> (RedisServer, RedisServer, Sentinel, String) {
-    let mut master = RedisServer::start();
+    let master = RedisServer::start();
     let master_port = master.port.to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
     wait_until(Duration::from_secs(10), "the replica in sync", || {
@@ -207,7 +207,7 @@ fn a_master_sentinel_names_that_says_it_is_a_replica_fails_the_role_check() {
 /// counted apart, never a restart.
 #[test]
 fn a_failover_is_a_topology_change_and_a_restart_is_a_restart() {
-    let (mut master, replica, sentinel, url) = master_replica_sentinel();
+    let (mut master, replica, _sentinel, url) = master_replica_sentinel();
     let mut flags = vec!["--redis-url", url.as_str()];
     flags.extend_from_slice(&support::FAST);
     let daemon = support::DaemonProcess::spawn(&flags, &[]);
