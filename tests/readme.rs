@@ -1,7 +1,7 @@
 //! The README as a newcomer follows it: every block marked `<!-- recipe -->` runs word for word
 //! against a stock `redis-server`, after the block marked `<!-- recipe: setup -->`, each in a
 //! network namespace of its own (only a loopback, so ports 6379 and 8558 are free as the README
-//! assumes, and nothing can reach beyond it) with a private `/tmp`; every `# expect:` line must
+//! assumes, and nothing can reach beyond it) with a `/tmp` of its own; every `# expect:` line must
 //! show in what it prints. And `scripts/demo`, the Quick start's first command.
 
 mod support;
@@ -43,23 +43,27 @@ fn expectations(block: &str) -> Vec<&str> {
         .collect()
 }
 
-/// A directory holding `redis-healthd`, the binary under test, for `PATH` (outside `/tmp`,
-/// which the namespace replaces).
-fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("redis-healthd");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(support::binary(), &link).unwrap();
+/// A directory for one recipe's `/tmp`, holding `bin/redis-healthd` (the binary under test,
+/// linked in: the binary itself may live under the real `/tmp`, which the recipe cannot see).
+fn private_tmp() -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let target = bin.join("redis-healthd");
+    if std::fs::hard_link(support::binary(), &target).is_err() {
+        std::fs::copy(support::binary(), &target).unwrap();
+    }
     dir
 }
 
-/// Runs `script` under bash (`set -e`) in a new network, PID and mount namespace; returns
-/// (success, everything printed). Every process it started dies with it.
-fn run_isolated(script: &str, bin_dir: &Path) -> (bool, String) {
+/// Runs `script` under bash (`set -e`) in a new network, PID and mount namespace, with
+/// [`private_tmp`] as its `/tmp`; returns (success, everything printed). Every process it
+/// started dies with it.
+fn run_isolated(script: &str) -> (bool, String) {
+    let tmp = private_tmp();
     let prelude = format!(
-        "set -e\nip link set lo up\nmount -t tmpfs tmpfs /tmp\ncd /tmp\nexport PATH={}:$PATH\n",
-        bin_dir.display()
+        "set -e\nip link set lo up\nmount --bind {} /tmp\ncd /tmp\nexport PATH=/tmp/bin:$PATH\n",
+        tmp.path().display()
     );
     let mut command = Command::new("unshare");
     // SAFETY: geteuid has no preconditions.
@@ -91,14 +95,12 @@ fn every_readme_recipe_works_as_written_on_a_stock_redis() {
         .map(|(_, b)| b)
         .collect();
     assert!(recipes.len() >= 6, "{} recipes", recipes.len());
-    let bin_dir = bin_dir();
     // In parallel: each waits a few seconds for checks, and each has its own namespace.
     let runs: Vec<_> = recipes
         .iter()
         .map(|recipe| {
             let script = format!("{setup}\n{recipe}\n");
-            let bin_dir = bin_dir.clone();
-            std::thread::spawn(move || (script.clone(), run_isolated(&script, &bin_dir)))
+            std::thread::spawn(move || (script.clone(), run_isolated(&script)))
         })
         .collect();
     for run in runs {
