@@ -381,3 +381,44 @@ fn the_kubernetes_example_web_config_works_as_shipped() {
         "every probe over HTTPS"
     );
 }
+
+/// The web configuration turned into a file that hangs (a FIFO with no writer: a stuck mount):
+/// HTTPS goes on with the last good set, every answer stays quick, the reason is said once, and
+/// one thread at most waits on the file however many reload rounds pass.
+#[test]
+fn a_web_config_that_hangs_freezes_nothing() {
+    let certs = Certs::make();
+    let redis = RedisServer::start();
+    let web = web_config(&certs, "");
+    let daemon = daemon_with(&web, &redis);
+    let base = format!("https://127.0.0.1:{}", daemon.addr.port());
+    wait_until(Duration::from_secs(5), "ready over HTTPS", || {
+        curl(&["-k", &format!("{base}/readyz")]).1 == 200
+    });
+    let threads = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap()
+    };
+    let before = threads();
+    support::replace_with_fifo(&web);
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        let asked = Instant::now();
+        assert_eq!(curl(&["-k", &format!("{base}/readyz")]).1, 200);
+        slowest = slowest.max(asked.elapsed());
+    }
+    println!("slowest /readyz over HTTPS while the web configuration hangs: {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    let log = daemon.log();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("web configuration not reloaded") && l.contains("took longer than 1s"))
+        .count();
+    assert_eq!(said, 1, "{log}");
+    assert!(threads() <= before + 1, "{} threads, {before} before", threads());
+}

@@ -203,14 +203,20 @@ pub async fn watch(
 ) {
     let mut failing: Option<String> = None;
     let mut bad: Option<Sources> = None;
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<Sources, crate::web_config::WebConfigError>>> =
+        None;
     loop {
         tokio::select! {
             _ = crate::stopped(&mut stop) => return,
             _ = tokio::time::sleep(RELOAD_EVERY) => {}
         }
-        let read_path = path.clone();
-        let read = tokio::task::spawn_blocking(move || Sources::read(&read_path));
-        let outcome = match tokio::time::timeout(RELOAD_EVERY, read).await {
+        // A read still stuck (a hung mount) is awaited again rather than joined by another:
+        // one blocked thread at most, whatever the file does.
+        let mut read = in_flight.take().unwrap_or_else(|| {
+            let read_path = path.clone();
+            tokio::task::spawn_blocking(move || Sources::read(&read_path))
+        });
+        let outcome = match tokio::time::timeout(RELOAD_EVERY, &mut read).await {
             Ok(Ok(Ok(sources))) if sources == current => {
                 if failing.take().is_some() {
                     info!(file = %path.display(), "web configuration readable again: unchanged");
@@ -228,13 +234,14 @@ pub async fn watch(
             },
             Ok(Ok(Err(e))) => Err(e.to_string()),
             Ok(Err(e)) => Err(format!("the read failed: {e}")),
-            // The read is left to finish on its blocking thread; the next round starts another
-            // only if this one has ended, since the blocking pool bounds the threads anyway.
-            Err(_) => Err(format!(
-                "reading {} took longer than {}",
-                path.display(),
-                humantime::format_duration(RELOAD_EVERY)
-            )),
+            Err(_) => {
+                in_flight = Some(read);
+                Err(format!(
+                    "reading {} took longer than {}",
+                    path.display(),
+                    humantime::format_duration(RELOAD_EVERY)
+                ))
+            }
         };
         match outcome {
             Ok((sources, built)) => {
