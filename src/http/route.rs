@@ -48,28 +48,29 @@ pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
 /// [`route`] for a request that may see what `seen` says: without credentials where they are
 /// asked for, only the probes' status (a 401 for anything else); over the rate limit, a 429.
 pub fn route_for<B>(request: &Request<B>, state: &State, seen: Seen) -> Response<Full<Bytes>> {
-    match seen {
-        Seen::Everything => {}
-        Seen::Limited => return too_many_requests(),
-        Seen::ProbesOnly => return probe_status(request, state),
+    if seen == Seen::Limited {
+        return too_many_requests();
     }
-    let path = request.uri().path();
-    let page = match path {
-        "/livez" => Page::Probe(Endpoint::Live, "livez"),
-        "/readyz" => Page::Probe(Endpoint::Ready, "readyz"),
-        "/startupz" => Page::Probe(Endpoint::Started, "startupz"),
-        "/health" => Page::Probe(Endpoint::Health, "health"),
-        "/healthz" => Page::Probe(Endpoint::Health, "healthz"),
-        "/metrics" => Page::Metrics,
-        "/" if prefers_html(accept(request)) => Page::Status,
-        _ => match (path.strip_prefix("/readyz/"), path.strip_prefix("/livez/")) {
-            (Some(check), _) => Page::OneCheck(Endpoint::Ready, check),
-            (_, Some(check)) => Page::OneCheck(Endpoint::Live, check),
-            _ => return not_found(),
-        },
+    let page = page_of(request);
+    if seen == Seen::ProbesOnly {
+        // Nothing about what exists either: an unknown path is a 401 too.
+        return match page {
+            Some(Page::Probe(endpoint @ (Endpoint::Live | Endpoint::Ready | Endpoint::Started), _))
+                if request.uri().query().is_none() =>
+            {
+                match allowed(request) {
+                    Some(refused) => refused,
+                    None => status_only(endpoint, state),
+                }
+            }
+            _ => unauthorized(),
+        };
+    }
+    let Some(page) = page else {
+        return not_found();
     };
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return method_not_allowed();
+    if let Some(refused) = allowed(request) {
+        return refused;
     }
     match page {
         Page::Probe(endpoint, name) => probe(endpoint, name, request.uri().query(), state),
@@ -85,21 +86,33 @@ pub fn route_for<B>(request: &Request<B>, state: &State, seen: Seen) -> Response
     }
 }
 
-/// What a request without valid credentials gets: for `/livez`, `/readyz` and `/startupz`
-/// (no query) the status code and `{"status":...}`, nothing about Redis; a 401 for the rest.
-fn probe_status<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
-    let endpoint = match request.uri().path() {
-        "/livez" => Endpoint::Live,
-        "/readyz" => Endpoint::Ready,
-        "/startupz" => Endpoint::Started,
-        _ => return unauthorized(),
-    };
-    if request.uri().query().is_some() {
-        return unauthorized();
-    }
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return method_not_allowed();
-    }
+/// What the path asks for: one flat match; `None` for a path that does not exist.
+fn page_of<B>(request: &Request<B>) -> Option<Page<'_>> {
+    let path = request.uri().path();
+    Some(match path {
+        "/livez" => Page::Probe(Endpoint::Live, "livez"),
+        "/readyz" => Page::Probe(Endpoint::Ready, "readyz"),
+        "/startupz" => Page::Probe(Endpoint::Started, "startupz"),
+        "/health" => Page::Probe(Endpoint::Health, "health"),
+        "/healthz" => Page::Probe(Endpoint::Health, "healthz"),
+        "/metrics" => Page::Metrics,
+        "/" if prefers_html(accept(request)) => Page::Status,
+        _ => match (path.strip_prefix("/readyz/"), path.strip_prefix("/livez/")) {
+            (Some(check), _) => Page::OneCheck(Endpoint::Ready, check),
+            (_, Some(check)) => Page::OneCheck(Endpoint::Live, check),
+            _ => return None,
+        },
+    })
+}
+
+/// `None` for GET and HEAD; the 405 for any other method.
+fn allowed<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    (!matches!(*request.method(), Method::GET | Method::HEAD)).then(method_not_allowed)
+}
+
+/// A probe's answer without details, for a request without valid credentials: the status
+/// code and `{"status":...}`, nothing about Redis.
+fn status_only(endpoint: Endpoint, state: &State) -> Response<Full<Bytes>> {
     let (ok, degraded) = state.view(|view| (view.answer(endpoint).0, view.degraded()));
     let body = match (ok, degraded && endpoint == Endpoint::Ready) {
         (true, false) => r#"{"status":"pass"}"#,
