@@ -78,7 +78,7 @@ async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
     // One stream type for both, so that hyper's client code is built once.
     let stream = if tls {
         let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{e}"))?;
-        let stream = unverified_tls()
+        let stream = unverified_tls()?
             .connect(name, stream)
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
@@ -114,25 +114,15 @@ async fn get(url: &str) -> Result<(hyper::StatusCode, Bytes), String> {
 }
 
 /// A TLS client that takes any server certificate (its handshake signatures still checked).
-fn unverified_tls() -> tokio_rustls::TlsConnector {
+fn unverified_tls() -> Result<tokio_rustls::TlsConnector, String> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map(|builder| {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
-                .with_no_client_auth()
-        });
-    match config {
-        Ok(config) => tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
-        // The ring provider has the default versions: not reached.
-        Err(_) => tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        )),
-    }
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
 }
 
 #[derive(Debug)]
