@@ -15,7 +15,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use rustls::ServerConfig;
 use serde::Deserialize;
 
-use crate::web_tls::{server_config, TlsServer};
+use crate::web_tls::{server_config, ServerFiles, TlsServer};
 
 /// Why a web configuration cannot be used: the file, the key, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ impl Web {
 }
 
 /// The file's own keys, as exporter-toolkit defines them.
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct WebFile {
     tls_server_config: Option<TlsServer>,
@@ -102,7 +102,7 @@ struct WebFile {
     rate_limit: Option<RateLimit>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct HttpServer {
     /// Accepted for compatibility; this server speaks HTTP/1.1 only.
@@ -111,7 +111,7 @@ struct HttpServer {
     headers: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RateLimit {
     interval: Option<String>,
@@ -127,22 +127,30 @@ const HEADERS: [&str; 5] = [
     "Strict-Transport-Security",
 ];
 
-/// The web configuration file and every file it names, as bytes: what a reload compares.
-/// `Debug` names the files only: the key file is a secret.
-#[derive(Clone, PartialEq, Eq)]
+/// The web configuration file and every file it names, as bytes (what a reload compares),
+/// and the file as parsed. `Debug` names the files only: the key file is a secret.
+#[derive(Clone)]
 pub struct Sources {
     path: PathBuf,
     yaml: Vec<u8>,
-    /// The files `tls_server_config` names, in a fixed order: cert, key, client CA.
-    files: Vec<(PathBuf, Vec<u8>)>,
+    file: WebFile,
+    files: ServerFiles,
 }
+
+impl PartialEq for Sources {
+    fn eq(&self, other: &Self) -> bool {
+        // The parsed file follows from the bytes.
+        self.path == other.path && self.yaml == other.yaml && self.files == other.files
+    }
+}
+
+impl Eq for Sources {}
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let files: Vec<_> = self.files.iter().map(|(path, _)| path).collect();
         f.debug_struct("Sources")
             .field("path", &self.path)
-            .field("files", &files)
+            .field("files", &self.files.paths())
             .finish()
     }
 }
@@ -157,25 +165,15 @@ impl Sources {
         };
         let yaml = std::fs::read(path).map_err(|e| fail("", format!("cannot read it: {e}")))?;
         let file = parse(path, &yaml)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut files = Vec::new();
-        if let Some(tls) = &file.tls_server_config {
-            for (key, name) in [
-                ("tls_server_config.cert_file", &tls.cert_file),
-                ("tls_server_config.key_file", &tls.key_file),
-                ("tls_server_config.client_ca_file", &tls.client_ca_file),
-            ] {
-                if let Some(name) = name {
-                    let full = dir.join(name);
-                    let bytes = std::fs::read(&full)
-                        .map_err(|e| fail(key, format!("cannot read {}: {e}", full.display())))?;
-                    files.push((full, bytes));
-                }
-            }
-        }
+        let files = match &file.tls_server_config {
+            Some(tls) => ServerFiles::read(tls, path.parent().unwrap_or(Path::new(".")))
+                .map_err(|(key, problem)| fail(key, problem))?,
+            None => ServerFiles::default(),
+        };
         Ok(Self {
             path: path.to_owned(),
             yaml,
+            file,
             files,
         })
     }
@@ -187,19 +185,10 @@ impl Sources {
             key: key.to_owned(),
             problem,
         };
-        let file = parse(&self.path, &self.yaml)?;
-        let bytes_of = |name: &Option<PathBuf>| -> Option<&[u8]> {
-            let name = name.as_ref()?;
-            let dir = self.path.parent().unwrap_or(Path::new("."));
-            let full = dir.join(name);
-            self.files
-                .iter()
-                .find(|(p, _)| *p == full)
-                .map(|(_, b)| b.as_slice())
-        };
+        let file = self.file.clone();
         let tls = match &file.tls_server_config {
             None => None,
-            Some(tls) => Some(Arc::new(server_config(tls, &bytes_of, &fail)?)),
+            Some(tls) => Some(Arc::new(server_config(tls, &self.files, &fail)?)),
         };
         let users = file.basic_auth_users.unwrap_or_default();
         for (user, hash) in &users {
@@ -315,11 +304,14 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// The settings of `yaml` as if read from `/etc/web.yml`, naming no files that exist.
     fn build(yaml: &str) -> Result<WebSettings, WebConfigError> {
+        let path = PathBuf::from("/etc/web.yml");
         Sources {
-            path: PathBuf::from("/etc/web.yml"),
+            file: parse(&path, yaml.as_bytes())?,
+            path,
             yaml: yaml.as_bytes().to_vec(),
-            files: Vec::new(),
+            files: ServerFiles::default(),
         }
         .build()
     }

@@ -3,7 +3,7 @@
 //! certificate policies of `client_auth_type`, with `client_allowed_sans` on top, as Go's
 //! `crypto/tls` (which exporter-toolkit uses) applies them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -16,7 +16,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConf
 use serde::Deserialize;
 
 /// `tls_server_config` of the web configuration file, as exporter-toolkit defines it.
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TlsServer {
     pub cert: Option<String>,
@@ -34,30 +34,70 @@ pub struct TlsServer {
     pub curve_preferences: Option<Vec<String>>,
 }
 
-/// rustls's server side for `tls_server_config`.
+/// A file as read: its full path and its bytes.
+type Read = (PathBuf, Vec<u8>);
+
+/// The files `tls_server_config` names, as read.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ServerFiles {
+    pub cert: Option<Read>,
+    pub key: Option<Read>,
+    pub client_ca: Option<Read>,
+}
+
+impl ServerFiles {
+    /// Reads the files `tls` names, relative to `dir` (blocking); the key at fault on error.
+    pub fn read(tls: &TlsServer, dir: &Path) -> Result<Self, (&'static str, String)> {
+        let read =
+            |key: &'static str, name: &Option<PathBuf>| -> Result<Option<Read>, (&'static str, String)> {
+                let Some(name) = name else { return Ok(None) };
+                let full = dir.join(name);
+                match std::fs::read(&full) {
+                    Ok(bytes) => Ok(Some((full, bytes))),
+                    Err(e) => Err((key, format!("cannot read {}: {e}", full.display()))),
+                }
+            };
+        Ok(Self {
+            cert: read("tls_server_config.cert_file", &tls.cert_file)?,
+            key: read("tls_server_config.key_file", &tls.key_file)?,
+            client_ca: read("tls_server_config.client_ca_file", &tls.client_ca_file)?,
+        })
+    }
+
+    /// The paths read, for `Debug` (never the contents: the key is a secret).
+    pub fn paths(&self) -> Vec<&Path> {
+        [&self.cert, &self.key, &self.client_ca]
+            .into_iter()
+            .flatten()
+            .map(|(path, _)| path.as_path())
+            .collect()
+    }
+}
+
+/// rustls's server side for `tls_server_config`, its files as `files` holds them.
 pub fn server_config<'a, E>(
     tls: &'a TlsServer,
-    bytes_of: &impl Fn(&Option<PathBuf>) -> Option<&'a [u8]>,
+    files: &'a ServerFiles,
     fail: &impl Fn(&str, String) -> E,
 ) -> Result<ServerConfig, E> {
     let pem = |inline: &'a Option<String>,
-               file: &Option<PathBuf>,
+               file: &'a Option<Read>,
                key: &str,
                file_key: &str|
      -> Result<Option<&'a [u8]>, E> {
-        match (inline, bytes_of(file)) {
+        match (inline, file.as_ref().map(|(_, bytes)| bytes.as_slice())) {
             (Some(_), Some(_)) => Err(fail(key, format!("give {key} or {file_key}, not both"))),
             (Some(text), None) => Ok(Some(text.as_bytes())),
             (None, bytes) => Ok(bytes),
         }
     };
-    let cert_pem = pem(&tls.cert, &tls.cert_file, "tls_server_config.cert", "cert_file")?
+    let cert_pem = pem(&tls.cert, &files.cert, "tls_server_config.cert", "cert_file")?
         .ok_or_else(|| fail("tls_server_config.cert_file", "is required".into()))?;
-    let key_pem = pem(&tls.key, &tls.key_file, "tls_server_config.key", "key_file")?
+    let key_pem = pem(&tls.key, &files.key, "tls_server_config.key", "key_file")?
         .ok_or_else(|| fail("tls_server_config.key_file", "is required".into()))?;
     let ca_pem = pem(
         &tls.client_ca,
-        &tls.client_ca_file,
+        &files.client_ca,
         "tls_server_config.client_ca",
         "client_ca_file",
     )?;
