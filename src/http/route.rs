@@ -39,15 +39,11 @@ const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 const NOT_FOUND_BODY: &str = r#"{"error":"not found","endpoints":["/","/livez","/livez/<check>","/readyz","/readyz/<check>","/startupz","/health","/healthz","/metrics"]}"#;
 const NOT_ALLOWED_BODY: &str = r#"{"error":"method not allowed","allow":["GET","HEAD"]}"#;
 
-/// Answers one request from the latest snapshot: one flat match on the path, then the
-/// method (GET and HEAD only) for the paths that exist.
-pub fn route<B>(request: &Request<B>, state: &State) -> Response<Full<Bytes>> {
-    route_for(request, state, Seen::Everything)
-}
-
-/// [`route`] for a request that may see what `seen` says: without credentials where they are
-/// asked for, only the probes' status (a 401 for anything else); over the rate limit, a 429.
-pub fn route_for<B>(request: &Request<B>, state: &State, seen: Seen) -> Response<Full<Bytes>> {
+/// Answers one request from the latest snapshot, as far as `seen` lets it see: one flat
+/// match on the path, then the method (GET and HEAD only) for the paths that exist. Without
+/// credentials where they are asked for, only the probes' status (a 401 for anything else);
+/// over the rate limit, a 429.
+pub fn route<B>(request: &Request<B>, state: &State, seen: Seen) -> Response<Full<Bytes>> {
     if seen == Seen::Limited {
         return too_many_requests();
     }
@@ -350,7 +346,7 @@ mod tests {
 
     fn get(path: &str, method: Method, state: &State) -> Response<Full<Bytes>> {
         let request = Request::builder().method(method).uri(path).body(()).unwrap();
-        route(&request, state)
+        route(&request, state, Seen::Everything)
     }
 
     #[test]
@@ -524,7 +520,7 @@ mod tests {
             .header(ACCEPT, browser)
             .body(())
             .unwrap();
-        let response = route(&request, &state);
+        let response = route(&request, &state, Seen::Everything);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
         let page = body(response);
@@ -542,7 +538,7 @@ mod tests {
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
             }
-            let response = route(&request.body(()).unwrap(), &state);
+            let response = route(&request.body(()).unwrap(), &state, Seen::Everything);
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{accept:?}");
             assert_eq!(response.headers()[CONTENT_TYPE], "application/json", "{accept:?}");
         }

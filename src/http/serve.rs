@@ -21,7 +21,7 @@ use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
 use super::access::Seen;
-use super::route::{decorate, route_for};
+use super::route::{decorate, route};
 use super::State;
 use crate::admission::{Admission, Evicted, Ticket};
 
@@ -133,14 +133,14 @@ pub async fn serve(
             // Nothing to check (no users, no rate limit): answered at once, as without a web
             // configuration; otherwise a bcrypt check may have to be awaited.
             if !settings.checks_requests() {
-                let response = decorate(route_for(&request, &state, Seen::Everything), &settings);
+                let response = decorate(route(&request, &state, Seen::Everything), &settings);
                 idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
                 return Answer::Left(std::future::ready(Ok::<_, Infallible>(response)));
             }
             let (state, idle_since, clock) = (state.clone(), idle_since.clone(), clock.clone());
             Answer::Right(async move {
                 let seen = state.access.admit(&settings, request.headers()).await;
-                let response = decorate(route_for(&request, &state, seen), &settings);
+                let response = decorate(route(&request, &state, seen), &settings);
                 idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
                 Ok::<_, Infallible>(response)
             })
