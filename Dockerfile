@@ -42,6 +42,9 @@ COPY --from=builder /out/redis-healthd /usr/local/bin/redis-healthd
 USER 65532:65532
 ENV REDIS_HEALTHD_LISTEN=:8558
 EXPOSE 8558
+# Liveness: healthy while the daemon itself works, whatever Redis does, so an engine or
+# orchestrator that replaces unhealthy containers never restarts it for a Redis outage. To wait
+# for Redis, ask readiness instead (the compose file does: `check /readyz`).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["/usr/local/bin/redis-healthd", "check"]
+    CMD ["/usr/local/bin/redis-healthd", "check", "/livez"]
 ENTRYPOINT ["/usr/local/bin/redis-healthd"]

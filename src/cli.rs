@@ -48,6 +48,17 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// `check`'s path: one of the daemon's, so it starts with `/` (`/readyz`, `/readyz/redis:role`).
+fn parse_path(value: &str) -> Result<String, String> {
+    if value.starts_with('/') && !value.contains(char::is_whitespace) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a path of the daemon (expected one starting with /, e.g. /livez, /readyz)"
+        ))
+    }
+}
+
 /// The command line as clap parses it.
 #[derive(Parser)]
 #[command(name = "redis-healthd", version, about, long_about = None)]
@@ -128,7 +139,8 @@ impl Sources {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
-    /// Probe a running redis-healthd once (for Docker HEALTHCHECK): exit 0 on 2xx, 1 otherwise.
+    /// Ask a running redis-healthd once (an image's HEALTHCHECK): exit 0 on 2xx, 1 otherwise.
+    /// Asks /livez unless told otherwise: `check /readyz` where a service waits for Redis.
     Check(CheckArgs),
     /// Check Redis itself once, like pg_isready: exit 0 usable (pass or warn), 1 Redis answered
     /// but is not usable, 2 no answer, 3 no attempt (bad arguments).
@@ -138,8 +150,13 @@ pub enum Command {
 /// Flags of the `check` subcommand.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// URL to GET [default: http://127.0.0.1:<port of REDIS_HEALTHD_LISTEN>/readyz]
-    #[arg(long, value_name = "URL")]
+    /// The daemon's path to GET. /livez (the default) never fails because Redis is down, so
+    /// an engine or orchestrator that restarts unhealthy containers cannot restart the daemon
+    /// for it; /readyz carries the Redis verdict (what compose's `service_healthy` waits for).
+    #[arg(value_name = "PATH", default_value = "/livez", value_parser = parse_path)]
+    pub path: String,
+    /// Full URL to GET instead [default: http://127.0.0.1:<port of REDIS_HEALTHD_LISTEN><PATH>]
+    #[arg(long, value_name = "URL", conflicts_with = "path")]
     pub url: Option<String>,
     /// Give up after this long (connect and response included).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]

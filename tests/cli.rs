@@ -141,14 +141,25 @@ fn check_exits_0_on_2xx_and_1_otherwise() {
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(stdout, format!("ok: 200 OK from {url}\n"));
 
-    // The default URL comes from REDIS_HEALTHD_LISTEN's port, via loopback.
+    // The default URL comes from REDIS_HEALTHD_LISTEN's port, via loopback, and asks
+    // liveness unless a path is given.
     let listen = format!(":{}", daemon.addr.port());
     let (code, stdout, _) = run_binary(&["check"], &[("REDIS_HEALTHD_LISTEN", &listen)]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{}/livez", daemon.addr.port())),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run_binary(&["check", "/readyz"], &[("REDIS_HEALTHD_LISTEN", &listen)]);
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.contains(&format!("http://127.0.0.1:{}/readyz", daemon.addr.port())),
         "{stdout}"
     );
+    for bad in [&["check", "readyz"][..], &["check", "/readyz", "--url", &url]] {
+        let (code, _, stderr) = run_binary(bad, &[]);
+        assert_eq!(code, Some(2), "{bad:?}: {stderr}");
+    }
 
     let missing = format!("http://{}/nope", daemon.addr);
     let (code, stdout, _) = run_binary(&["check", "--url", &missing], &[]);
@@ -171,9 +182,15 @@ fn check_reports_an_unready_daemon_with_its_reason() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.starts_with("fail: 503 Service Unavailable"), "{stdout}");
     assert!(stdout.contains("Connection refused"), "{stdout}");
-    // Liveness is fine all the same.
+    // Liveness is fine all the same, and it is what `check` asks by default (an image's
+    // HEALTHCHECK): a Redis outage never makes the container unhealthy.
     let livez = format!("http://{}/livez", daemon.addr);
     assert_eq!(run_binary(&["check", "--url", &livez], &[]).0, Some(0));
+    let listen = format!("127.0.0.1:{}", daemon.addr.port());
+    let (code, stdout, _) = run_binary(&["check"], &[("REDIS_HEALTHD_LISTEN", &listen)]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let (code, stdout, _) = run_binary(&["check", "/readyz"], &[("REDIS_HEALTHD_LISTEN", &listen)]);
+    assert_eq!(code, Some(1), "{stdout}");
 }
 
 #[test]

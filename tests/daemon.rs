@@ -100,6 +100,7 @@ fn redis_down_at_start_then_up() {
     assert_eq!(daemon.status("/health"), 503);
     assert_eq!(daemon.status("/startupz"), 503);
     assert_eq!(daemon.status("/livez"), 200, "liveness never depends on Redis");
+    assert_eq!(daemon.status("/healthz"), 200, "/healthz is liveness too");
 
     let _redis = RedisServer::start_on(port, &[]);
     let recovered = daemon.wait_for("/readyz", 200, Duration::from_secs(5));

@@ -135,7 +135,7 @@ fn https_and_basic_auth_with_real_clients() {
         ("REDIS_HEALTHD_LISTEN", listen.as_str()),
         ("REDIS_HEALTHD_WEB_CONFIG_FILE", web.to_str().unwrap()),
     ];
-    let (code, stdout, _) = run_binary(&["check"], &env);
+    let (code, stdout, _) = run_binary(&["check", "/readyz"], &env);
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.starts_with(&format!("ok: 200 OK from https://{listen}/readyz")),

@@ -1,5 +1,7 @@
-//! `redis-healthd check`: one GET against a running daemon, for images without a shell or
-//! curl (`HEALTHCHECK CMD ["redis-healthd", "check"]`). 2xx is healthy, anything else is not.
+//! `redis-healthd check [PATH]`: one GET against a running daemon, for images without a shell
+//! or curl (`HEALTHCHECK CMD ["redis-healthd", "check"]`). 2xx is healthy, anything else is
+//! not. The path is `/livez` unless given: what an image declares healthy must not depend on
+//! Redis, or every engine that restarts unhealthy containers restarts the daemon in an outage.
 //! An `https://` URL (the daemon behind `--web.config.file`'s TLS) is asked without verifying
 //! the certificate, as the kubelet's HTTPS probes do: the check asks the daemon next to it.
 
@@ -18,15 +20,15 @@ use crate::web_config::serves_tls;
 /// How much of a reply body is read, to quote its `output` in the one line.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// The URL `check` probes when none is given: `/readyz` on the daemon's port, via loopback
-/// when the daemon listens on every address, else via its own address.
-pub fn default_url(listen: SocketAddr) -> String {
+/// The URL `check` probes when none is given: `path` on the daemon's port, via loopback when
+/// the daemon listens on every address, else via its own address.
+pub fn default_url(listen: SocketAddr, path: &str) -> String {
     let ip = match listen.ip() {
         // IPv4 loopback reaches a dual-stack `[::]` socket too, and its IPv4-only fallback.
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/readyz", SocketAddr::new(ip, listen.port()))
+    format!("http://{}{path}", SocketAddr::new(ip, listen.port()))
 }
 
 /// Runs the check: `Ok(line)` on 2xx, `Err(line)` otherwise; either way one line to print.
@@ -34,7 +36,7 @@ pub async fn run(args: &CheckArgs) -> Result<String, String> {
     let url = args.url.clone().unwrap_or_else(|| {
         // Over TLS when the daemon's web configuration (the same variable) says so.
         let tls = args.web_config_file.as_deref().is_some_and(serves_tls);
-        let url = default_url(args.listen);
+        let url = default_url(args.listen, &args.path);
         if tls {
             url.replacen("http://", "https://", 1)
         } else {
@@ -175,15 +177,15 @@ mod tests {
     #[test]
     fn default_url_uses_loopback_for_wildcard_listens() {
         assert_eq!(
-            default_url("0.0.0.0:8558".parse().unwrap()),
-            "http://127.0.0.1:8558/readyz"
+            default_url("0.0.0.0:8558".parse().unwrap(), "/livez"),
+            "http://127.0.0.1:8558/livez"
         );
         assert_eq!(
-            default_url("[::]:9000".parse().unwrap()),
+            default_url("[::]:9000".parse().unwrap(), "/readyz"),
             "http://127.0.0.1:9000/readyz"
         );
         assert_eq!(
-            default_url("10.1.2.3:8558".parse().unwrap()),
+            default_url("10.1.2.3:8558".parse().unwrap(), "/readyz"),
             "http://10.1.2.3:8558/readyz"
         );
     }

@@ -90,7 +90,9 @@ fn page_of<B>(request: &Request<B>) -> Option<Page<'_>> {
         "/readyz" => Page::Probe(Endpoint::Ready, "readyz"),
         "/startupz" => Page::Probe(Endpoint::Started, "startupz"),
         "/health" => Page::Probe(Endpoint::Health, "health"),
-        "/healthz" => Page::Probe(Endpoint::Health, "healthz"),
+        // Liveness, as the habit of wiring `livenessProbe` to `/healthz` expects: a Redis
+        // outage must never restart the daemon, whatever path the probe was given.
+        "/healthz" => Page::Probe(Endpoint::Live, "healthz"),
         "/metrics" => Page::Metrics,
         "/" if prefers_html(accept(request)) => Page::Status,
         _ => match (path.strip_prefix("/readyz/"), path.strip_prefix("/livez/")) {
@@ -382,15 +384,17 @@ mod tests {
     #[test]
     fn a_warn_verdict_tells_envoy_the_host_is_degraded() {
         let state = state_with(Status::Warn);
-        for path in ["/readyz", "/health", "/healthz"] {
+        for path in ["/readyz", "/health"] {
             let response = get(path, Method::GET, &state);
             assert_eq!(response.status(), StatusCode::OK, "{path}");
             assert_eq!(response.headers()["x-envoy-degraded"], "warn", "{path}");
         }
-        assert!(get("/livez", Method::GET, &state)
-            .headers()
-            .get("x-envoy-degraded")
-            .is_none());
+        for path in ["/livez", "/healthz"] {
+            assert!(get(path, Method::GET, &state)
+                .headers()
+                .get("x-envoy-degraded")
+                .is_none());
+        }
         let state = state_with(Status::Pass);
         assert!(get("/readyz", Method::GET, &state)
             .headers()
@@ -417,6 +421,9 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(get("/livez", Method::GET, &state).status(), StatusCode::OK);
+        // `/healthz` is liveness: whatever path a liveness probe is given, Redis down never
+        // restarts the daemon.
+        assert_eq!(get("/healthz", Method::GET, &state).status(), StatusCode::OK);
         state.start_draining();
         assert_eq!(get("/livez", Method::GET, &state).status(), StatusCode::OK);
     }
