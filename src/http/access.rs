@@ -1,7 +1,7 @@
 //! Who may see what, by the `--web.config.file` settings in force ([`Access`]): the rate
 //! limit, then basic auth. Without `basic_auth_users` everyone sees everything. With them, a
-//! request without valid credentials still gets the probe answers (`/livez`, `/readyz`,
-//! `/startupz`: status code and status, no details), since the kubelet sends none; everything
+//! request without valid credentials still gets the probe answers (`/livez`, `/healthz`,
+//! `/readyz`, `/startupz`: status code and status, no details), since the kubelet sends none; everything
 //! else (`?verbose`, the per-check paths, `/health`, the page, `/metrics`) is a 401.
 //!
 //! bcrypt is slow by design (tens of milliseconds at cost 10), so verified credentials are

@@ -1,7 +1,9 @@
 //! Test support, one kit per file: [`redis`] (real `redis-server` processes), [`daemon`] (the
 //! daemon in-process or as the built binary), [`http`] (a tiny client and document readers),
 //! [`faults`] (a black-holing proxy), [`files`] (certificates and small files), [`prometheus`] (a real Prometheus server), [`timing`]
-//! (the standard check timing and waits with deadlines). Everything is re-exported here.
+//! (the standard check timing and waits with deadlines), [`podman`] (a real container engine
+//! and the image) and [`kubelet`] (the shipped manifests, run as the kubelet runs them).
+//! Everything but those two is re-exported here.
 // Each test binary compiles this module and uses a few of its kits: the rest is dead code (and
 // unused re-exports) there.
 #![allow(dead_code, unused_imports)]
@@ -10,6 +12,8 @@ pub mod daemon;
 pub mod faults;
 pub mod files;
 pub mod http;
+pub mod kubelet;
+pub mod podman;
 pub mod prometheus;
 pub mod redis;
 pub mod timing;
