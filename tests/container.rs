@@ -48,7 +48,7 @@ fn the_image_runs_read_only_as_65532_without_a_shell_on_both_stacks() {
     let said = String::from_utf8_lossy(&shell.stderr);
     assert!(said.contains("no such file"), "{said}");
 
-    let network = Network::create();
+    let network = Network::dual_stack();
     let _redis = redis_container(&network, "redis", &["--save", ""]);
     let daemon = Container::run(
         "healthd",
@@ -69,7 +69,7 @@ fn the_image_runs_read_only_as_65532_without_a_shell_on_both_stacks() {
         || daemon.logs(),
         || get_ok(addr, "/readyz"),
     );
-    println!("ready {took:?} after the container started");
+    println!("ready {took:?} after podman run returned");
     assert!(get_ok(addr, "/livez"));
 
     // Its process runs as 65532:65532, as the host sees it.
@@ -79,8 +79,18 @@ fn the_image_runs_read_only_as_65532_without_a_shell_on_both_stacks() {
         let line = status.lines().find(|l| l.starts_with(field)).unwrap();
         assert!(line.split_whitespace().skip(1).all(|id| id == "65532"), "{line}");
     }
-    // The default listen address is dual-stack: IPv4 and IPv6 inside the container, and
-    // `check`'s default URL reaches it.
+    // The default listen address is dual-stack: the pod's IPv4 and IPv6 addresses both answer,
+    // as a kubelet probes them on a dual-stack or IPv6-only cluster ...
+    let ips = daemon.addresses();
+    assert!(
+        ips.iter().any(|ip| ip.is_ipv4()) && ips.iter().any(|ip| ip.is_ipv6()),
+        "{ips:?}"
+    );
+    for ip in ips {
+        let pod = SocketAddr::new(ip, 8558);
+        assert!(get_ok(pod, "/readyz"), "{pod}");
+    }
+    // ... and so do both loopbacks inside the container, which `check` uses.
     for url in ["http://127.0.0.1:8558/readyz", "http://[::1]:8558/readyz"] {
         let out = podman(&[
             "exec",

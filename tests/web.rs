@@ -72,7 +72,7 @@ fn https_and_basic_auth_with_real_clients() {
     // The kubelet: no credentials (and no CA: it does not verify). The status, no details.
     let (_, status, body) = curl(&["-k", &format!("{base}/readyz")]);
     assert_eq!((status, body.as_str()), (200, r#"{"status":"pass"}"#));
-    for path in ["/livez", "/startupz"] {
+    for path in ["/livez", "/healthz", "/startupz"] {
         assert_eq!(curl(&["-k", &format!("{base}{path}")]).1, 200, "{path}");
     }
     // Everything else needs the password.

@@ -100,6 +100,14 @@ impl Network {
         podman(&["network", "create", &name]);
         Self { name }
     }
+
+    /// With an IPv6 subnet as well (podman picks a unique local one), as a dual-stack cluster's
+    /// pod network.
+    pub fn dual_stack() -> Self {
+        let name = unique("net6");
+        podman(&["network", "create", "--ipv6", &name]);
+        Self { name }
+    }
 }
 
 impl Drop for Network {
@@ -139,6 +147,15 @@ impl Container {
                 self.logs()
             )
         })
+    }
+
+    /// The container's IPv4 and IPv6 addresses on its network (the pod's IPs, which the
+    /// kubelet probes).
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        self.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.GlobalIPv6Address}}{{end}}")
+            .split_whitespace()
+            .map(|ip| ip.parse().unwrap())
+            .collect()
     }
 
     /// What the container's process printed.
