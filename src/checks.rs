@@ -45,6 +45,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The role this server must have and why (`--expect-role`, or Sentinel or the cluster
+    /// naming it the master); `None` when any role will do.
+    pub fn required_role(&self) -> Option<(Role, String)> {
+        match (self.master_by_topology, self.expect_role) {
+            (Some(by), _) => Some((Role::Master, format!("{by} names it the master"))),
+            (None, ExpectRole::Master) => Some((Role::Master, "--expect-role master".into())),
+            (None, ExpectRole::Replica) => Some((Role::Replica, "--expect-role replica".into())),
+            (None, ExpectRole::Any) => None,
+        }
+    }
+
     /// What to ask a single server (not a cluster node) each check.
     pub fn commands(&self) -> Commands {
         Commands {
@@ -61,7 +72,7 @@ impl Plan {
 pub struct Commands {
     /// `CLUSTER INFO` (cluster nodes).
     pub cluster_info: bool,
-    /// `INFO server replication persistence memory`.
+    /// `INFO server replication persistence memory keyspace`.
     pub info: bool,
     /// `SET key <unix ms> PX ttl`.
     pub write: Option<(String, Duration)>,
@@ -151,7 +162,16 @@ pub fn evaluate(key: String, id: String, replies: Replies, commands: &Commands, 
         }
         InfoReply::Denied(reason) | InfoReply::Failed(reason) => {
             let unknown = format!("not checked: INFO failed: {reason}");
-            for name in [names.role, names.memory, names.persistence] {
+            // A role the operator asked for fails closed: nobody knows it.
+            let role = match plan.required_role() {
+                Some((expected, why)) => Err(Failure::Error(format!(
+                    "{unknown}: the role must be {} ({why}), and only INFO tells it (ACL: +info)",
+                    expected.as_str()
+                ))),
+                None => Ok(Reading::warn(ObservedValue::Nothing, unknown.clone())),
+            };
+            outcomes.push((names.role, outcome(role)));
+            for name in [names.memory, names.persistence] {
                 outcomes.push((
                     name,
                     outcome(Ok(Reading::warn(ObservedValue::Nothing, unknown.clone()))),
@@ -210,27 +230,37 @@ fn response_time(rtt: Duration, plan: &Plan) -> Reading {
 
 /// `redis:role`: the role against `--expect-role`, or against the topology (a server that
 /// Sentinel or the cluster calls a master but that says it is a replica is mid-failover).
+/// A Sentinel fails whatever the flags: it answers PING and INFO, but no data command.
 fn role(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
+    if let Some(mode) = info.mode.as_deref().filter(|m| *m == "sentinel") {
+        return Err(Failure::Error(format!(
+            "this is a Sentinel (mode {mode}), not a data server: the application cannot run a \
+             data command here; to check the master it monitors, give a Sentinel URL \
+             (redis-sentinel://host:26379?sentinelServiceName=<master name>)"
+        )));
+    }
     let Some(role) = info.role else {
-        return Ok(Reading::warn(
-            ObservedValue::Nothing,
-            "INFO has no role field".into(),
-        ));
+        return match plan.required_role() {
+            // Fail closed: the role was asked for and nobody knows it.
+            Some((expected, why)) => Err(Failure::Error(format!(
+                "INFO has no role field: the role must be {} ({why})",
+                expected.as_str()
+            ))),
+            None => Ok(Reading::warn(
+                ObservedValue::Nothing,
+                "INFO has no role field".into(),
+            )),
+        };
     };
     let described = match (role, &info.master) {
         (Role::Replica, Some(master)) => format!("replica of {master}"),
         _ => role.as_str().to_owned(),
     };
-    let expected = match (plan.master_by_topology, plan.expect_role) {
-        (Some(_), _) | (None, ExpectRole::Master) => Some(Role::Master),
-        (None, ExpectRole::Replica) => Some(Role::Replica),
-        (None, ExpectRole::Any) => None,
-    };
-    match (expected, plan.master_by_topology) {
-        (Some(expected), Some(by)) if expected != role => Err(Failure::Error(format!(
+    match (plan.required_role(), plan.master_by_topology) {
+        (Some((expected, _)), Some(by)) if expected != role => Err(Failure::Error(format!(
             "role is {described}, but {by} names it the master: a failover is in progress"
         ))),
-        (Some(expected), None) if expected != role => Err(Failure::Error(format!(
+        (Some((expected, _)), None) if expected != role => Err(Failure::Error(format!(
             "role is {described}, expected {}",
             expected.as_str()
         ))),
@@ -266,8 +296,11 @@ fn replication(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     }
 }
 
-/// `redis:memory`: used memory as a percentage of `maxmemory` (bytes without a limit). Only
-/// `noeviction` makes a full Redis refuse writes, so only it is `warn` near or over the limit.
+/// `redis:memory`: used memory as a percentage of `maxmemory` (bytes without a limit), counted
+/// as Redis counts it (`used_memory` less `mem_not_counted_for_evict`). A full Redis refuses
+/// writes when it can evict nothing: under `noeviction`, and under a `volatile-*` policy when
+/// no key has an expiry. Only then is it `warn` near or over the limit; never on a replica,
+/// which ignores `maxmemory` (`replica-ignore-maxmemory`) and takes no writes of its own.
 fn memory(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     let Some(used) = info.used_memory else {
         return Ok(Reading::warn(
@@ -279,23 +312,34 @@ fn memory(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     if limit == 0 {
         return Ok(Reading::pass(ObservedValue::Bytes(used)));
     }
+    let counted = used.saturating_sub(info.mem_not_counted_for_evict.unwrap_or(0));
     // Exact below 2^53, which no Redis reaches.
-    let percent = used as f64 * 100.0 / limit as f64;
+    let percent = counted as f64 * 100.0 / limit as f64;
     let value = ObservedValue::Percent(percent);
     let policy = info.maxmemory_policy.as_deref().unwrap_or("unknown");
-    if policy != "noeviction" || percent < plan.warn_memory {
+    let cannot_evict = match policy {
+        "noeviction" => Some(String::from("noeviction")),
+        volatile if volatile.starts_with("volatile-") && info.expires == Some(0) => {
+            Some(format!("{volatile} and no key with an expiry to evict"))
+        }
+        _ => None,
+    };
+    let Some(why) = cannot_evict.filter(|_| info.role != Some(Role::Replica)) else {
+        return Ok(Reading::pass(value));
+    };
+    if percent < plan.warn_memory {
         return Ok(Reading::pass(value));
     }
-    let warning = if used > limit {
+    let warning = if counted > limit {
         format!(
-            "used_memory {} over maxmemory {} with noeviction: writes fail with OOM",
-            mib(used),
+            "used_memory {} over maxmemory {} with {why}: writes fail with OOM",
+            mib(counted),
             mib(limit)
         )
     } else {
         format!(
-            "used_memory {} is {percent:.1}% of maxmemory {} with noeviction: writes fail with OOM at 100%",
-            mib(used),
+            "used_memory {} is {percent:.1}% of maxmemory {} with {why}: writes fail with OOM at 100%",
+            mib(counted),
             mib(limit)
         )
     };
@@ -538,6 +582,55 @@ mod tests {
     }
 
     #[test]
+    fn a_volatile_policy_with_nothing_to_evict_is_judged_as_noeviction() {
+        let full = MASTER
+            .replace("used_memory:1000", "used_memory:1363149")
+            .replace("maxmemory:0", "maxmemory:1048576")
+            .replace("noeviction", "volatile-lru");
+        let keyspace = |dbs: &str| format!("{full}# Keyspace\r\n{dbs}");
+        assert_eq!(
+            judge(&keyspace("db0:keys=9000,expires=0,avg_ttl=0\r\n"), &plan())[2],
+            (
+                MEMORY,
+                Ok(Some(
+                    "used_memory 1.3 MiB over maxmemory 1 MiB with volatile-lru and no key with an expiry to evict: writes fail with OOM".into()
+                ))
+            )
+        );
+        // An empty keyspace has nothing to evict either; a key with an expiry in any database
+        // can be evicted; no keyspace section (not asked) is judged as before.
+        assert!(matches!(judge(&keyspace(""), &plan())[2], (MEMORY, Ok(Some(_)))));
+        let some = keyspace("db0:keys=9000,expires=0,avg_ttl=0\r\ndb3:keys=2,expires=1,avg_ttl=500\r\n");
+        assert_eq!(judge(&some, &plan())[2], (MEMORY, Ok(None)));
+        assert_eq!(judge(&full, &plan())[2], (MEMORY, Ok(None)));
+    }
+
+    #[test]
+    fn memory_is_counted_as_redis_counts_it_and_replicas_are_not_warned() {
+        // 1.3 MiB used, 0.5 MiB of it replication buffers: 0.8 MiB counted, 76.2%.
+        let buffers = MASTER
+            .replace(
+                "used_memory:1000",
+                "used_memory:1363149\r\nmem_not_counted_for_evict:524288",
+            )
+            .replace("maxmemory:0", "maxmemory:1048576");
+        let report = judge(&buffers, &plan());
+        assert_eq!(report[2], (MEMORY, Ok(None)));
+        let full = MASTER
+            .replace("used_memory:1000", "used_memory:1363149")
+            .replace("maxmemory:0", "maxmemory:1048576");
+        let replica = full.replace(
+            "role:master",
+            "role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6379\r\nmaster_link_status:up",
+        );
+        let memory = judge(&replica, &plan())
+            .into_iter()
+            .find(|(name, _)| *name == MEMORY)
+            .unwrap();
+        assert_eq!(memory, (MEMORY, Ok(None)));
+    }
+
+    #[test]
     fn persistence_errors_warn_naming_the_field() {
         let failed = MASTER.replace("rdb_last_bgsave_status:ok", "rdb_last_bgsave_status:err");
         assert_eq!(
@@ -580,6 +673,87 @@ mod tests {
                 (PERSISTENCE, Ok(Some(warning))),
             ]
         );
+    }
+
+    #[test]
+    fn a_required_role_fails_closed_when_nobody_can_read_it() {
+        let denied = "NOPERM this user has no permissions to run the 'info' command";
+        for (plan, why) in [
+            (
+                Plan {
+                    expect_role: ExpectRole::Master,
+                    ..plan()
+                },
+                "master (--expect-role master)",
+            ),
+            (
+                Plan {
+                    expect_role: ExpectRole::Replica,
+                    ..plan()
+                },
+                "replica (--expect-role replica)",
+            ),
+            (
+                Plan {
+                    master_by_topology: Some("Sentinel"),
+                    ..plan()
+                },
+                "master (Sentinel names it the master)",
+            ),
+        ] {
+            let mut replies = replies("");
+            replies.info = InfoReply::Denied(denied.into());
+            let report = evaluate(String::new(), "id".into(), replies, &Commands::default(), &plan);
+            let role = judged(&report)
+                .into_iter()
+                .find(|(name, _)| *name == ROLE)
+                .unwrap()
+                .1;
+            assert_eq!(
+                role,
+                Err(format!(
+                    "not checked: INFO failed: {denied}: the role must be {why}, and only INFO tells it (ACL: +info)"
+                ))
+            );
+            let no_field = judge("# Server\r\nredis_version:7.0.15\r\n", &plan);
+            assert_eq!(
+                no_field[1],
+                (
+                    ROLE,
+                    Err(format!("INFO has no role field: the role must be {why}"))
+                )
+            );
+        }
+        // Without a requirement, an unknown role only warns.
+        assert_eq!(
+            judge("# Server\r\nredis_version:7.0.15\r\n", &plan())[1],
+            (ROLE, Ok(Some("INFO has no role field".into())))
+        );
+    }
+
+    #[test]
+    fn a_sentinel_fails_the_role_check_whatever_the_flags() {
+        // Redis says redis_mode, Valkey says server_mode.
+        for info in [
+            "# Server\r\nredis_version:7.0.15\r\nredis_mode:sentinel\r\n",
+            "# Server\r\nvalkey_version:8.1.1\r\nserver_mode:sentinel\r\n",
+        ] {
+            for plan in [
+                plan(),
+                Plan {
+                    expect_role: ExpectRole::Master,
+                    ..plan()
+                },
+            ] {
+                let role = judge(info, &plan)[1].clone();
+                assert!(
+                    matches!(&role, (ROLE, Err(why)) if why.starts_with("this is a Sentinel (mode sentinel), not a data server")),
+                    "{role:?}"
+                );
+            }
+        }
+        let standalone = format!("redis_mode:standalone\r\n{MASTER}");
+        assert_eq!(judge(&standalone, &plan())[1], (ROLE, Ok(None)));
     }
 
     #[test]

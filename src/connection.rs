@@ -20,7 +20,7 @@ use crate::health::Failure;
 use crate::reason::describe;
 
 /// The `INFO` sections the state checks read.
-const INFO_SECTIONS: [&str; 4] = ["server", "replication", "persistence", "memory"];
+const INFO_SECTIONS: [&str; 5] = ["server", "replication", "persistence", "memory", "keyspace"];
 
 /// A connection event from the client.
 pub enum Event {

@@ -2,12 +2,14 @@
 //! `cluster_state` of `CLUSTER INFO` ([`cluster_state_problem`]). Both take any text and never
 //! panic (property-tested): a field that is missing or unreadable is `None`, not an error.
 
-/// The fields of `INFO server replication persistence memory` the state checks read.
+/// The fields of `INFO server replication persistence memory keyspace` the state checks read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Info {
     /// Changes when Redis restarts.
     pub run_id: Option<String>,
     pub uptime_in_seconds: Option<u64>,
+    /// `redis_mode` (`server_mode` on Valkey): `standalone`, `cluster` or `sentinel`.
+    pub mode: Option<String>,
     pub role: Option<Role>,
     /// `master_host:master_port` of a replica.
     pub master: Option<String>,
@@ -16,9 +18,14 @@ pub struct Info {
     pub master_link_down_since_seconds: Option<i64>,
     pub master_sync_in_progress: bool,
     pub used_memory: Option<u64>,
+    /// Replication and AOF buffers: Redis leaves them out when it compares with `maxmemory`.
+    pub mem_not_counted_for_evict: Option<u64>,
     /// 0 means no limit.
     pub maxmemory: Option<u64>,
     pub maxmemory_policy: Option<String>,
+    /// Keys with an expiry, summed over the databases of `# Keyspace` (`None` when the reply
+    /// has no such section): a `volatile-*` policy can evict only those.
+    pub expires: Option<u64>,
     /// `(field, value)` of the persistence status fields, in the order Redis lists them.
     pub persistence: Vec<(&'static str, String)>,
 }
@@ -57,13 +64,26 @@ impl Info {
         let mut master_host = None;
         let mut master_port = None;
         for line in text.lines() {
+            if line.trim() == "# Keyspace" {
+                info.expires.get_or_insert(0);
+            }
             let Some((field, value)) = line.trim().split_once(':') else {
                 continue;
             };
+            if field.starts_with("db") && field[2..].bytes().all(|b| b.is_ascii_digit()) {
+                // db0:keys=3,expires=1,avg_ttl=0
+                let expires = value
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix("expires="))
+                    .and_then(|n| n.parse::<u64>().ok());
+                *info.expires.get_or_insert(0) += expires.unwrap_or(0);
+                continue;
+            }
             let value: String = value.chars().take(MAX_VALUE).collect();
             match field {
                 "run_id" => info.run_id = Some(value),
                 "uptime_in_seconds" => info.uptime_in_seconds = value.parse().ok(),
+                "redis_mode" | "server_mode" => info.mode = Some(value),
                 "role" => {
                     info.role = match value.as_str() {
                         "master" => Some(Role::Master),
@@ -77,6 +97,7 @@ impl Info {
                 "master_link_down_since_seconds" => info.master_link_down_since_seconds = value.parse().ok(),
                 "master_sync_in_progress" => info.master_sync_in_progress = value == "1",
                 "used_memory" => info.used_memory = value.parse().ok(),
+                "mem_not_counted_for_evict" => info.mem_not_counted_for_evict = value.parse().ok(),
                 "maxmemory" => info.maxmemory = value.parse().ok(),
                 "maxmemory_policy" => info.maxmemory_policy = Some(value),
                 _ => {
@@ -124,16 +145,17 @@ pub fn cluster_state_problem(info: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// A real `INFO server replication persistence memory` reply of a replica (Redis 7.0.15),
-    /// trimmed.
+    /// A real `INFO server replication persistence memory keyspace` reply of a replica (Redis
+    /// 7.0.15), trimmed.
     const REPLICA: &str =
-        "# Server\r\nredis_version:7.0.15\r\nrun_id:d0c50833e71e4b3fb20cb886fea3f032af7c365b\r\n\
+        "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nrun_id:d0c50833e71e4b3fb20cb886fea3f032af7c365b\r\n\
         uptime_in_seconds:12\r\n\r\n# Memory\r\nused_memory:916616\r\nused_memory_human:895.13K\r\n\
-        maxmemory:1048576\r\nmaxmemory_human:1.00M\r\nmaxmemory_policy:noeviction\r\n\r\n\
+        mem_not_counted_for_evict:1024\r\nmaxmemory:1048576\r\nmaxmemory_human:1.00M\r\nmaxmemory_policy:noeviction\r\n\r\n\
         # Persistence\r\nloading:0\r\nrdb_last_bgsave_status:err\r\naof_last_bgrewrite_status:ok\r\n\
         aof_last_write_status:ok\r\n\r\n# Replication\r\nrole:slave\r\nmaster_host:10.0.0.7\r\n\
         master_port:6379\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
-        master_sync_in_progress:0\r\nmaster_link_down_since_seconds:12\r\n";
+        master_sync_in_progress:0\r\nmaster_link_down_since_seconds:12\r\n\r\n# Keyspace\r\n\
+        db0:keys=3,expires=1,avg_ttl=2000\r\ndb2:keys=5,expires=2,avg_ttl=9\r\n";
 
     #[test]
     fn a_replica_reply_is_read_field_by_field() {
@@ -143,14 +165,17 @@ mod tests {
             Info {
                 run_id: Some("d0c50833e71e4b3fb20cb886fea3f032af7c365b".into()),
                 uptime_in_seconds: Some(12),
+                mode: Some("standalone".into()),
                 role: Some(Role::Replica),
                 master: Some("10.0.0.7:6379".into()),
                 master_link_status: Some("down".into()),
                 master_link_down_since_seconds: Some(12),
                 master_sync_in_progress: false,
                 used_memory: Some(916_616),
+                mem_not_counted_for_evict: Some(1024),
                 maxmemory: Some(1_048_576),
                 maxmemory_policy: Some("noeviction".into()),
+                expires: Some(3),
                 persistence: vec![
                     ("rdb_last_bgsave_status", "err".into()),
                     ("aof_last_bgrewrite_status", "ok".into()),
@@ -167,6 +192,9 @@ mod tests {
             Some("[::1]:7000")
         );
         assert_eq!(Info::parse("ERR unknown command"), Info::default());
+        // An empty keyspace section: no key has an expiry. No section: unknown.
+        assert_eq!(Info::parse("# Keyspace\r\n").expires, Some(0));
+        assert_eq!(Info::parse("role:master\r\n").expires, None);
     }
 
     #[test]

@@ -195,25 +195,18 @@ pub async fn publish(
     snapshots: watch::Sender<Arc<Snapshot>>,
 ) {
     let description = description(&config);
-    let mut latest: Vec<Option<Vec<NamedCheck>>> = vec![None; config.targets.len()];
+    let mut latest: Latest = vec![None; config.targets.len()];
     let mut history = History::default();
     let mut started = false;
     while let Some(round) = rounds.recv().await {
         // The first target's rounds pace the history (one sample per interval) and the trim.
         let mut paced = round.target == 0;
-        latest[round.target] = Some(round.checks);
+        latest[round.target] = Some((Instant::now(), round.checks));
         while let Ok(round) = rounds.try_recv() {
             paced |= round.target == 0;
-            latest[round.target] = Some(round.checks);
+            latest[round.target] = Some((Instant::now(), round.checks));
         }
-        let verdict = Verdict {
-            checks: config
-                .targets
-                .iter()
-                .zip(&latest)
-                .flat_map(|(target, checks)| checks.clone().unwrap_or_else(|| vec![pending(target)]))
-                .collect(),
-        };
+        let verdict = combine(&config, &latest, Instant::now());
         metrics.record_statuses(&verdict);
         if paced {
             history.record(&verdict);
@@ -225,6 +218,54 @@ pub async fn publish(
             crate::process::release_free_memory();
             metrics.refresh_process();
         }
+    }
+}
+
+/// Each target's latest round: when it arrived, and its named checks.
+type Latest = Vec<Option<(Instant, Vec<NamedCheck>)>>;
+
+/// Every target's latest named checks, in configuration order: a pending `responseTime` for a
+/// target with no round yet, and a failing one for a target whose last round is older than
+/// max-age (its loop wedged), whatever the other targets' rounds do for the snapshot's age.
+fn combine(config: &Config, latest: &Latest, now: Instant) -> Verdict {
+    let checks = config
+        .targets
+        .iter()
+        .zip(latest)
+        .flat_map(|(target, round)| match round {
+            None => vec![pending(target)],
+            Some((at, _)) if now.saturating_duration_since(*at) > config.max_age => {
+                vec![stale(target, config.max_age)]
+            }
+            Some((_, checks)) => checks.clone(),
+        });
+    Verdict {
+        checks: checks.collect(),
+    }
+}
+
+/// The `responseTime` check of a target whose loop completed no round within max-age.
+fn stale(target: &Target, max_age: Duration) -> NamedCheck {
+    let reason = format!(
+        "stale: no check of this target completed within max-age {}; its check loop is wedged",
+        humantime::format_duration(max_age)
+    );
+    let outcome = Outcome {
+        at: SystemTime::now(),
+        result: Err(Failure::Error(reason)),
+    };
+    let at_once = crate::health::Thresholds {
+        failure: 1,
+        success: 1,
+    };
+    NamedCheck {
+        name: target.checks.names.response_time,
+        components: vec![Component {
+            id: target.redis.redacted().to_owned(),
+            kind: "datastore",
+            state: Tracker::new(at_once).observe(outcome),
+        }],
+        readiness: target.readiness,
     }
 }
 
@@ -423,6 +464,79 @@ mod tests {
         assert!(
             text.contains("redis_healthd_redis_restarts_total{target=\"redis\"} 0\n"),
             "{text}"
+        );
+    }
+
+    /// Two targets, the second's loop wedged: its last `pass` goes stale on its own after
+    /// max-age, though the first target's rounds keep the snapshot fresh.
+    #[test]
+    fn a_wedged_target_goes_stale_whatever_the_other_targets_do() {
+        let cli = Cli::parse_args([
+            "redis-healthd",
+            "--target",
+            "cache=redis://127.0.0.1:1",
+            "--target",
+            "queue=redis://127.0.0.1:2",
+        ])
+        .unwrap();
+        let config = Config::from_flags(cli.serve.flags()).unwrap();
+        let passing = |target: &Target| NamedCheck {
+            name: target.checks.names.response_time,
+            components: vec![Component {
+                id: target.redis.redacted().to_owned(),
+                kind: "datastore",
+                state: Tracker::new(crate::health::Thresholds {
+                    failure: 1,
+                    success: 1,
+                })
+                .observe(Outcome {
+                    at: SystemTime::now(),
+                    result: Ok(crate::health::Reading::pass(
+                        crate::health::ObservedValue::Nothing,
+                    )),
+                }),
+            }],
+            readiness: true,
+        };
+        let start = Instant::now();
+        let wedged_at = start;
+        let mut latest: Latest = config
+            .targets
+            .iter()
+            .map(|t| Some((start, vec![passing(t)])))
+            .collect();
+        let statuses = |verdict: &Verdict| -> Vec<(&str, Status)> {
+            verdict.checks.iter().map(|c| (c.name, c.status())).collect()
+        };
+        // Within max-age both pass; then the first target keeps completing rounds, the second
+        // does not.
+        let within = start + config.max_age;
+        latest[0] = Some((within, vec![passing(&config.targets[0])]));
+        assert_eq!(
+            statuses(&combine(&config, &latest, within)),
+            [
+                ("cache:responseTime", Status::Pass),
+                ("queue:responseTime", Status::Pass)
+            ]
+        );
+        let past = wedged_at + config.max_age + Duration::from_millis(1);
+        latest[0] = Some((past, vec![passing(&config.targets[0])]));
+        let verdict = combine(&config, &latest, past);
+        assert_eq!(
+            statuses(&verdict),
+            [
+                ("cache:responseTime", Status::Pass),
+                ("queue:responseTime", Status::Fail)
+            ]
+        );
+        let output = verdict.checks[1].components[0]
+            .state
+            .output
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            output.starts_with("stale: no check of this target completed within max-age 3s"),
+            "{output}"
         );
     }
 

@@ -201,6 +201,33 @@ fn a_master_sentinel_names_that_says_it_is_a_replica_fails_the_role_check() {
     assert_eq!(daemon.status("/readyz"), 503);
 }
 
+/// A Sentinel's address given as a data URL (`redis://sentinel:26379`): it answers PING, but
+/// no data command, so the role check fails whatever the flags, saying what was given.
+#[test]
+fn a_sentinels_address_as_a_data_url_fails_saying_so() {
+    let master = RedisServer::start();
+    let _replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = Sentinel::start(master.port);
+    let url = format!("redis://127.0.0.1:{}", sentinel.port);
+    for flags in [&[][..], &["--expect-role", "master"]] {
+        let daemon = start_fast(&url, flags);
+        let (took, output) = support::wait_for_check(
+            daemon.addr,
+            "redis:role",
+            "fail",
+            "this is a Sentinel (mode sentinel), not a data server",
+            support::DETECT,
+        );
+        println!("{flags:?}: redis:role fail after {took:?}: {output}");
+        assert!(output.contains("redis-sentinel://"), "{output}");
+        assert_eq!(daemon.status("/readyz"), 503);
+        assert_eq!(
+            support::entry(daemon.addr, "redis:responseTime")["status"],
+            "pass"
+        );
+    }
+}
+
 /// A restart and a failover side by side, behind the same Sentinel: the master restarted in
 /// place (same address, new `run_id`, too quick for Sentinel to fail over) is a restart; then
 /// the master killed and the replica promoted is a topology change, logged once in words and

@@ -72,6 +72,35 @@ fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writ
     println!("memory full: recovered {took:?} after maxmemory 0");
 }
 
+/// `volatile-lru` with no key that has an expiry: nothing can be evicted, so a full Redis
+/// refuses every write exactly as under `noeviction`.
+#[test]
+fn memory_full_with_a_volatile_policy_and_nothing_to_evict_warns() {
+    let redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
+    let daemon = start_fast(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    redis.cli(&["DEBUG", "POPULATE", "100000"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1mb"]);
+    let full = Instant::now();
+    assert!(redis.cli(&["SET", "k", "v"]).starts_with("OOM"), "writes fail");
+    let (_, output) = wait_for_check(daemon.addr, "redis:memory", "warn", "no key with an expiry", SEEN);
+    println!(
+        "volatile-lru, no TTLs, full: redis:memory warn after {:?}: {output}",
+        full.elapsed()
+    );
+    assert!(
+        output.ends_with(
+            "over maxmemory 1 MiB with volatile-lru and no key with an expiry to evict: writes fail with OOM"
+        ),
+        "{output}"
+    );
+    // The same Redis under allkeys-lru evicts what it must: writes work, and so does the check.
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    assert_eq!(redis.cli(&["SET", "k", "v"]), "OK");
+    wait_for_check(daemon.addr, "redis:memory", "pass", "", SEEN);
+}
+
 #[test]
 fn noreplicas_fails_only_the_write_check() {
     let redis = RedisServer::start();
@@ -342,6 +371,27 @@ fn the_least_privilege_user_passes_every_check_and_redis_logs_no_denial() {
         "1",
     ]);
     assert!(denied.starts_with("NOPERM"), "{denied}");
+}
+
+/// With a role asked for, a user that may not run INFO fails closed: nobody knows the role,
+/// and a load balancer routing writes by this answer would send them to replicas too.
+#[test]
+fn a_required_role_fails_closed_for_a_user_without_info() {
+    let redis = RedisServer::start();
+    let mut setuser = vec!["ACL", "SETUSER", "noinfo"];
+    setuser.extend(LEAST_PRIVILEGE.iter().filter(|a| **a != "+info"));
+    assert_eq!(redis.cli(&setuser), "OK");
+    let url = format!("redis://noinfo:s3cret@127.0.0.1:{}", redis.port);
+    let daemon = start_fast(&url, &["--expect-role", "master"]);
+    let (took, output) = wait_for_check(daemon.addr, "redis:role", "fail", "NOPERM", SEEN);
+    println!("redis:role fail after {took:?}: {output}");
+    assert!(
+        output
+            .ends_with("the role must be master (--expect-role master), and only INFO tells it (ACL: +info)"),
+        "{output}"
+    );
+    assert_eq!(daemon.status("/readyz"), 503);
+    assert_eq!(check_state(daemon.addr, "redis:responseTime").0, "pass");
 }
 
 #[test]
