@@ -35,6 +35,8 @@ pub struct Plan {
     pub master_by_topology: Option<&'static str>,
     /// With `noeviction`, used memory from this percentage of `maxmemory` on is `warn`.
     pub warn_memory: f64,
+    /// A replica whose master was last heard from longer ago than this is stale.
+    pub max_replication_lag: Duration,
     /// `--check-writes`: the key `SET` each check (a cluster gives each primary its own).
     pub write_key: Option<String>,
     /// The expiry of the write key.
@@ -268,21 +270,47 @@ fn role(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     }
 }
 
-/// `redis:replication` (replicas only): the link to the master is up and no full sync runs.
-/// A broken link is `fail` when a replica is expected, else `warn` (stale reads).
+/// `redis:replication` (replicas only): the link to the master is up, no sync runs, and the
+/// master was heard from within `--max-replication-lag` (a frozen or partitioned master keeps
+/// the link `up` for up to `repl-timeout`, 60 s, while the reads go staler). Otherwise `fail`
+/// when a replica is expected, else `warn` (stale reads). The observed value is the lag in
+/// seconds: since the master was last heard from, or since the link went down.
 fn replication(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     let link = info.master_link_status.as_deref().unwrap_or("unknown");
-    if link == "up" && !info.master_sync_in_progress {
-        return Ok(Reading::pass(ObservedValue::Text("up".into())));
-    }
-    let mut fields = vec![format!("master_link_status:{link}")];
-    if let Some(since) = info.master_link_down_since_seconds.filter(|_| link != "up") {
-        // -1: the link was never up since this replica started (Redis's own convention).
-        let words = if since < 0 { " (never linked)" } else { "" };
-        fields.push(format!("master_link_down_since_seconds:{since}{words}"));
+    let up = link == "up";
+    let last_io = info.master_last_io_seconds_ago;
+    let lag = match (up, last_io, info.master_link_down_since_seconds) {
+        (true, Some(io), _) if io >= 0 => Some(io.unsigned_abs()),
+        (false, _, Some(down)) if down >= 0 => Some(down.unsigned_abs()),
+        _ => None,
+    };
+    let value = lag.map_or_else(|| ObservedValue::Text(link.to_owned()), ObservedValue::Seconds);
+    let limit = plan.max_replication_lag;
+    let mut fields = Vec::new();
+    if !up {
+        fields.push(format!("master_link_status:{link}"));
+        if let Some(since) = info.master_link_down_since_seconds {
+            // -1: the link was never up since this replica started (Redis's own convention).
+            let words = if since < 0 { " (never linked)" } else { "" };
+            fields.push(format!("master_link_down_since_seconds:{since}{words}"));
+        }
     }
     if info.master_sync_in_progress {
+        if up {
+            fields.push("master_link_status:up".into());
+        }
         fields.push("master_sync_in_progress:1".into());
+    }
+    match last_io.filter(|_| up) {
+        Some(io) if io < 0 => fields.push(format!("master_last_io_seconds_ago:{io} (no link)")),
+        Some(io) if Duration::from_secs(io.unsigned_abs()) > limit => fields.push(format!(
+            "master_last_io_seconds_ago:{io}, over the max replication lag {}: the master is not heard from",
+            humantime::format_duration(limit)
+        )),
+        _ => {}
+    }
+    if fields.is_empty() {
+        return Ok(Reading::pass(value));
     }
     let master = info.master.as_deref().unwrap_or("its master");
     let problem = format!(
@@ -292,7 +320,7 @@ fn replication(info: &Info, plan: &Plan) -> Result<Reading, Failure> {
     if plan.expect_role == ExpectRole::Replica {
         Err(Failure::Error(problem))
     } else {
-        Ok(Reading::warn(ObservedValue::Text(link.to_owned()), problem))
+        Ok(Reading::warn(value, problem))
     }
 }
 
@@ -393,6 +421,7 @@ mod tests {
             expect_role: ExpectRole::Any,
             master_by_topology: None,
             warn_memory: 90.0,
+            max_replication_lag: Duration::from_secs(30),
             write_key: None,
             write_ttl: Duration::from_secs(3),
             drain_key: None,
@@ -503,6 +532,43 @@ mod tests {
         );
         assert_eq!(judge(&replica, &expect_replica)[1], (ROLE, Ok(None)));
         assert_eq!(judge(&replica, &expect_replica)[2], (REPLICATION, Ok(None)));
+    }
+
+    #[test]
+    fn a_replica_whose_master_is_not_heard_from_is_stale_however_its_link_looks() {
+        let replica = MASTER.replace(
+            "role:master",
+            "role:slave\r\nmaster_host:10.0.0.7\r\nmaster_port:6379\r\nmaster_link_status:up\r\n\
+             master_last_io_seconds_ago:3\r\nmaster_sync_in_progress:0",
+        );
+        let report = judge(&replica, &plan());
+        assert_eq!(report[2], (REPLICATION, Ok(None)));
+        let frozen = replica.replace("master_last_io_seconds_ago:3", "master_last_io_seconds_ago:45");
+        let problem = "master_last_io_seconds_ago:45, over the max replication lag 30s: the master is not \
+                       heard from: reads from this replica of 10.0.0.7:6379 may be stale";
+        assert_eq!(
+            judge(&frozen, &plan())[2],
+            (REPLICATION, Ok(Some(problem.into())))
+        );
+        let expect_replica = Plan {
+            expect_role: ExpectRole::Replica,
+            ..plan()
+        };
+        assert_eq!(
+            judge(&frozen, &expect_replica)[2],
+            (REPLICATION, Err(problem.into()))
+        );
+        let lax = Plan {
+            max_replication_lag: Duration::from_secs(60),
+            ..plan()
+        };
+        assert_eq!(judge(&frozen, &lax)[2], (REPLICATION, Ok(None)));
+        let no_link = replica.replace("master_last_io_seconds_ago:3", "master_last_io_seconds_ago:-1");
+        let (_, said) = &judge(&no_link, &plan())[2];
+        assert!(
+            format!("{said:?}").contains("master_last_io_seconds_ago:-1 (no link)"),
+            "{said:?}"
+        );
     }
 
     #[test]

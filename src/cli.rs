@@ -282,6 +282,11 @@ pub struct RedisArgs {
     /// The role Redis must have; any other fails redis:role.
     #[arg(long, env = "REDIS_HEALTHD_EXPECT_ROLE", default_value = "any", value_enum)]
     pub expect_role: ExpectRole,
+    /// A replica whose master was last heard from longer ago than this (master_last_io_seconds_ago)
+    /// is warn in redis:replication (fail under --expect-role replica): its reads are stale.
+    /// Well above the master's 10 s replication ping period.
+    #[arg(long, env = "REDIS_HEALTHD_MAX_REPLICATION_LAG", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_replication_lag: Duration,
     /// With maxmemory-policy noeviction, used memory from this share of maxmemory on is warn.
     #[arg(long, env = "REDIS_HEALTHD_WARN_MEMORY", default_value = "90%", value_name = "PERCENT", value_parser = parse_percent)]
     pub warn_memory: f64,
@@ -387,6 +392,7 @@ impl RedisArgs {
             state_checks: sources.given("state_checks", self.state_checks),
             expect_role: sources.given("expect_role", self.expect_role),
             warn_memory: sources.given("warn_memory", self.warn_memory),
+            max_replication_lag: sources.given("max_replication_lag", self.max_replication_lag),
             check_writes: sources.given("check_writes", self.check_writes),
             write_key: sources.given("write_key", self.write_key.clone()),
             drain_key: sources.given("drain_key", self.drain_key.clone()),

@@ -66,6 +66,7 @@ pub struct TargetSpec {
     pub state_checks: Given<bool>,
     pub expect_role: Given<ExpectRole>,
     pub warn_memory: Given<f64>,
+    pub max_replication_lag: Given<Duration>,
     pub check_writes: Given<bool>,
     pub write_key: Given<Option<String>>,
     pub drain_key: Given<Option<String>>,
@@ -423,6 +424,7 @@ pub fn target(
         expect_role: spec.expect_role.value,
         master_by_topology,
         warn_memory: spec.warn_memory.value,
+        max_replication_lag: spec.max_replication_lag.value,
         write_key: spec
             .check_writes
             .value
@@ -577,6 +579,12 @@ fn file_spec(
                 .map_err(|e| ConfigError::at(&scope, &At::Key("warn_memory"), e))?,
             None => defaults.warn_memory.clone(),
         },
+        max_replication_lag: parsed(
+            "max_replication_lag",
+            table.max_replication_lag.clone(),
+            parse_duration,
+            &defaults.max_replication_lag,
+        )?,
         check_writes: over("check_writes", table.check_writes, &defaults.check_writes),
         write_key: some("write_key", text(&table.write_key), &defaults.write_key),
         drain_key: some("drain_key", text(&table.drain_key), &defaults.drain_key),

@@ -34,6 +34,8 @@ pub struct FileTarget {
     pub warn_latency: Option<String>,
     /// `90%`, `"90"` or `90`.
     pub warn_memory: Option<Percent>,
+    /// A humantime duration (`30s`).
+    pub max_replication_lag: Option<String>,
     /// False: the target's failures never fail `/readyz` or `/startupz`.
     pub readiness: Option<bool>,
 }
@@ -208,7 +210,7 @@ mod tests {
              `username`, `password_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, \
              `tls_server_name`, `state_checks`, `check_writes`, `write_key`, `expect_role`, \
              `drain_key`, `failure_threshold`, `success_threshold`, `warn_latency`, \
-             `warn_memory`, `readiness`"
+             `warn_memory`, `max_replication_lag`, `readiness`"
         );
         assert_eq!(
             error("[[target]]\nname = \"cache\"\nurl = \"redis://h\"\nfailure_threshold = \"3\"\n"),

@@ -61,6 +61,7 @@ fn observed(value: &ObservedValue) -> Option<(Value<'_>, Option<&'static str>)> 
         ObservedValue::RoundTrip(d) => Some((Value::Number(millis(*d)), Some("ms"))),
         ObservedValue::Percent(p) => Some((Value::Number((p * 10.0).round() / 10.0), Some("%"))),
         ObservedValue::Bytes(b) => Some((Value::Integer(*b), Some("bytes"))),
+        ObservedValue::Seconds(s) => Some((Value::Integer(*s), Some("s"))),
         ObservedValue::Text(t) => Some((Value::Text(t), None)),
         ObservedValue::Nothing => None,
     }
@@ -189,6 +190,7 @@ mod tests {
             ("1025928".into(), "bytes".into())
         );
         assert_eq!(render(ObservedValue::Percent(95.04)), ("95.0".into(), "%".into()));
+        assert_eq!(render(ObservedValue::Seconds(3)), ("3".into(), "s".into()));
         assert_eq!(
             render(ObservedValue::Text("master".into())),
             ("\"master\"".into(), serde_json::Value::Null)

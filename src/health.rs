@@ -79,6 +79,8 @@ pub enum ObservedValue {
     /// A share of a limit (used memory of `maxmemory`).
     Percent(f64),
     Bytes(u64),
+    /// Whole seconds (a replica's lag).
+    Seconds(u64),
     /// A state in words (`master`, `up`, `ok`).
     Text(String),
     /// Nothing to show (a check that could not look).
@@ -92,6 +94,7 @@ impl ObservedValue {
             ObservedValue::RoundTrip(d) => Some(format!("{} ms", millis(*d))),
             ObservedValue::Percent(p) => Some(format!("{p:.1} %")),
             ObservedValue::Bytes(b) => Some(format!("{:.1} MiB", *b as f64 / (1024.0 * 1024.0))),
+            ObservedValue::Seconds(s) => Some(format!("{s} s")),
             ObservedValue::Text(t) => Some(t.clone()),
             ObservedValue::Nothing => None,
         }

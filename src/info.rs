@@ -16,6 +16,8 @@ pub struct Info {
     /// `master_link_status` of a replica (`up` or `down`).
     pub master_link_status: Option<String>,
     pub master_link_down_since_seconds: Option<i64>,
+    /// Seconds since the master was last heard from; -1 without a link.
+    pub master_last_io_seconds_ago: Option<i64>,
     pub master_sync_in_progress: bool,
     pub used_memory: Option<u64>,
     /// Replication and AOF buffers: Redis leaves them out when it compares with `maxmemory`.
@@ -95,6 +97,7 @@ impl Info {
                 "master_port" => master_port = Some(value),
                 "master_link_status" => info.master_link_status = Some(value),
                 "master_link_down_since_seconds" => info.master_link_down_since_seconds = value.parse().ok(),
+                "master_last_io_seconds_ago" => info.master_last_io_seconds_ago = value.parse().ok(),
                 "master_sync_in_progress" => info.master_sync_in_progress = value == "1",
                 "used_memory" => info.used_memory = value.parse().ok(),
                 "mem_not_counted_for_evict" => info.mem_not_counted_for_evict = value.parse().ok(),
@@ -170,6 +173,7 @@ mod tests {
                 master: Some("10.0.0.7:6379".into()),
                 master_link_status: Some("down".into()),
                 master_link_down_since_seconds: Some(12),
+                master_last_io_seconds_ago: Some(-1),
                 master_sync_in_progress: false,
                 used_memory: Some(916_616),
                 mem_not_counted_for_evict: Some(1024),

@@ -149,8 +149,10 @@ fn a_master_demoted_under_the_url_fails_expect_role_master_and_writes() {
     );
     assert_eq!(output, "READONLY You can't write against a read only replica.");
     // The master waits repl-diskless-sync-delay (5 s) before the first sync.
+    // Up, and heard from: the observed value is the lag in seconds.
     wait_until(Duration::from_secs(10), "the replica's link up", || {
-        support::entry(plain.addr, "redis:replication")["observedValue"] == "up"
+        let entry = support::entry(plain.addr, "redis:replication");
+        entry["status"] == "pass" && entry["observedUnit"] == "s" && entry["observedValue"].as_u64().is_some()
     });
     assert_eq!(
         check_state(plain.addr, "redis:role"),
@@ -230,6 +232,72 @@ fn a_replica_whose_master_died_warns_by_default_and_fails_expect_role_replica() 
     println!("master back: ready again after {:?}", back.elapsed());
     // The other daemon checks on its own interval: its next check sees the link up too.
     wait_for_check(plain.addr, "redis:replication", "pass", "", SEEN);
+}
+
+/// A frozen master (SIGSTOP) keeps its replica's link `up` for `repl-timeout` (60 s) while the
+/// replica's reads go staler: `master_last_io_seconds_ago` over `--max-replication-lag` is
+/// stale all the same. The master pings its replicas every second here
+/// (`repl-ping-replica-period 1`), so that a healthy lag stays under the 3 s limit.
+#[test]
+fn a_replica_of_a_frozen_master_is_stale_though_its_link_says_up() {
+    let master = RedisServer::start_with(&["--repl-ping-replica-period", "1"]);
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    wait_until(Duration::from_secs(10), "the replica in sync", || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let plain = start_fast(&replica.url(), &["--max-replication-lag", "3s"]);
+    let strict = start_fast(
+        &replica.url(),
+        &["--max-replication-lag", "3s", "--expect-role", "replica"],
+    );
+    for daemon in [&plain, &strict] {
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    }
+    wait_for_check(strict.addr, "redis:replication", "pass", "", SEEN);
+
+    master.signal("-STOP");
+    let frozen = Instant::now();
+    let (_, output) = wait_for_check(
+        plain.addr,
+        "redis:replication",
+        "warn",
+        "over the max replication lag 3s",
+        Duration::from_secs(3) + Duration::from_secs(1) + SEEN,
+    );
+    println!(
+        "master frozen: redis:replication warn after {:?}: {output}",
+        frozen.elapsed()
+    );
+    assert!(
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up"),
+        "the link still says up"
+    );
+    assert_eq!(
+        plain.status("/readyz"),
+        200,
+        "stale reads are a warning by default"
+    );
+    wait_for_check(
+        strict.addr,
+        "redis:replication",
+        "fail",
+        "over the max replication lag",
+        SEEN,
+    );
+    assert_eq!(strict.status("/readyz"), 503);
+    let lag = support::entry(plain.addr, "redis:replication")["observedValue"]
+        .as_u64()
+        .unwrap();
+    assert!(lag > 3, "{lag}");
+
+    master.signal("-CONT");
+    let thawed = Instant::now();
+    strict.wait_for("/readyz", 200, Duration::from_secs(5));
+    println!("master thawed: ready again after {:?}", thawed.elapsed());
 }
 
 #[test]
