@@ -128,7 +128,7 @@ impl Replies {
 pub fn evaluate(key: String, id: String, replies: Replies, commands: &Commands, plan: &Plan) -> Report {
     let at = replies.at;
     let outcome = |result| Outcome { at, result };
-    let ping = replies.ping.and_then(|rtt| match replies.cluster_info {
+    let ping = loading_progress(replies.ping, &replies.info).and_then(|rtt| match replies.cluster_info {
         Some(Ok(text)) => {
             crate::info::cluster_state_problem(&text).map_or(Ok(rtt), |p| Err(Failure::Error(p)))
         }
@@ -204,6 +204,21 @@ pub fn evaluate(key: String, id: String, replies: Replies, commands: &Commands, 
         id,
         outcomes,
         run,
+    }
+}
+
+/// A `LOADING` refusal of PING, with how far the load is and the time left from the INFO sent
+/// alongside it (INFO answers during a load).
+fn loading_progress(ping: Result<Duration, Failure>, info: &InfoReply) -> Result<Duration, Failure> {
+    match (ping, info) {
+        (Err(Failure::Error(reason)), InfoReply::Text(text)) if reason.starts_with("LOADING") => {
+            let progress = Info::parse(text).loading.and_then(|l| l.describe());
+            Err(Failure::Error(match progress {
+                Some(progress) => format!("{reason} ({progress})"),
+                None => reason,
+            }))
+        }
+        (ping, _) => ping,
     }
 }
 
@@ -707,6 +722,37 @@ mod tests {
                     "rdb_last_bgsave_status:err: the last save or append-only write failed".into()
                 ))
             )
+        );
+    }
+
+    #[test]
+    fn a_loading_redis_says_how_far_the_load_is() {
+        let mut loading = replies(
+            "# Persistence\r\nloading:1\r\nloading_start_time:1700000000\r\nloading_loaded_perc:47.30\r\nloading_eta_seconds:12\r\n",
+        );
+        loading.ping = Err(Failure::Error(
+            "LOADING Redis is loading the dataset in memory".into(),
+        ));
+        let report = evaluate(String::new(), "id".into(), loading, &plan().commands(), &plan());
+        assert_eq!(
+            judged(&report),
+            [(
+                RESPONSE_TIME,
+                Err("LOADING Redis is loading the dataset in memory (47.3% loaded, about 12 s left by its estimate)".into())
+            )]
+        );
+        // No progress fields (INFO refused, or an older server): Redis's reason alone.
+        let mut bare = replies("# Persistence\r\nloading:1\r\n");
+        bare.ping = Err(Failure::Error(
+            "LOADING Valkey is loading the dataset in memory".into(),
+        ));
+        let report = evaluate(String::new(), "id".into(), bare, &plan().commands(), &plan());
+        assert_eq!(
+            judged(&report),
+            [(
+                RESPONSE_TIME,
+                Err("LOADING Valkey is loading the dataset in memory".into())
+            )]
         );
     }
 

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use crate::checks::{Commands, InfoReply, Replies};
 use crate::config::Config;
 use crate::health::Failure;
+use crate::loading;
 use crate::reason::describe;
 
 /// The `INFO` sections the state checks read.
@@ -162,6 +163,11 @@ impl Connection {
     pub async fn check_once(&mut self, commands: &Commands) -> Replies {
         let at = SystemTime::now();
         if let Some(failure) = self.known_failure().await {
+            // LOADING says how far the load is where INFO may be asked (boxed: a client's
+            // connect and INFO futures would grow every check's future).
+            let ask = commands.info && self.info_denied.is_none();
+            let config = &self.recipe.client_config;
+            let failure = Box::pin(loading::explain(failure, ask, config, self.budget)).await;
             return Replies::failed(at, failure);
         }
         let started = Instant::now();

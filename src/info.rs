@@ -28,8 +28,35 @@ pub struct Info {
     /// Keys with an expiry, summed over the databases of `# Keyspace` (`None` when the reply
     /// has no such section): a `volatile-*` policy can evict only those.
     pub expires: Option<u64>,
+    /// While Redis loads its dataset (`loading:1`): how far (`loading_loaded_perc`) and the
+    /// time it expects to take yet (`loading_eta_seconds`).
+    pub loading: Option<Loading>,
     /// `(field, value)` of the persistence status fields, in the order Redis lists them.
     pub persistence: Vec<(&'static str, String)>,
+}
+
+/// How far a load is, from INFO persistence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loading {
+    pub loaded_percent: Option<f64>,
+    pub eta_seconds: Option<u64>,
+}
+
+impl Eq for Loading {}
+
+impl Loading {
+    /// `47.3% loaded, about 12 s left`, or as much of it as Redis said.
+    pub fn describe(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            self.loaded_percent.map(|p| format!("{p:.1}% loaded")),
+            self.eta_seconds
+                .map(|s| format!("about {s} s left by its estimate")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 /// The `role` field: Redis says `slave`, the document says `replica`.
@@ -103,6 +130,18 @@ impl Info {
                 "mem_not_counted_for_evict" => info.mem_not_counted_for_evict = value.parse().ok(),
                 "maxmemory" => info.maxmemory = value.parse().ok(),
                 "maxmemory_policy" => info.maxmemory_policy = Some(value),
+                "loading" => {
+                    if value == "1" {
+                        info.loading.get_or_insert_with(Loading::default);
+                    }
+                }
+                "loading_loaded_perc" => {
+                    info.loading.get_or_insert_with(Loading::default).loaded_percent =
+                        value.parse().ok().filter(|p: &f64| p.is_finite())
+                }
+                "loading_eta_seconds" => {
+                    info.loading.get_or_insert_with(Loading::default).eta_seconds = value.parse().ok()
+                }
                 _ => {
                     if let Some(name) = PERSISTENCE_FIELDS.iter().find(|name| **name == field) {
                         info.persistence.push((name, value));
@@ -180,6 +219,7 @@ mod tests {
                 maxmemory: Some(1_048_576),
                 maxmemory_policy: Some("noeviction".into()),
                 expires: Some(3),
+                loading: None,
                 persistence: vec![
                     ("rdb_last_bgsave_status", "err".into()),
                     ("aof_last_bgrewrite_status", "ok".into()),

@@ -8,7 +8,8 @@
 //! - [`config`]: the validated [`config::Config`]: one [`config::TargetSpec`] per target
 //!   (from `--redis-url`, `--target`, or a `[[target]]` of the `--config` file that
 //!   [`config_file`] parses), each checked by the same code; [`error`]: the
-//!   [`error::ConfigError`] that names the flag, variable or file key at fault.
+//!   [`error::ConfigError`] that names the flag, variable or file key at fault; [`units`]:
+//!   the durations and percentages both flags and the file give.
 //! - [`address`]: where a target's Redis is and how to log in, redacted for every output;
 //!   [`credentials`]: the password file, read at every (re)connection; [`tls`]: the rustls
 //!   configuration for `rediss://`, its files read again at every handshake. Each has its own
@@ -21,10 +22,11 @@
 //! - [`health`]: the verdict model: outcomes, trackers with thresholds, the verdict.
 //!
 //! Talking to Redis:
-//! - [`connection`]: the only code that talks to Redis (one fred client per server: PING with
+//! - [`connection`]: the code that talks to Redis (one fred client per server: PING with
 //!   INFO, SET and EXISTS pipelined alongside, reconnections spread by jitter, a dropped
 //!   connection told apart from a dead server); [`reason`] says fred's errors in words;
-//!   [`cluster`] keeps one per node of a Redis Cluster and reads its topology.
+//!   [`cluster`] keeps one per node of a Redis Cluster and reads its topology; [`loading`]
+//!   asks a Redis that refuses PING with `LOADING` how far its load is, on a short connection.
 //! - [`monitor`]: one check loop per target, and the publisher that merges their rounds into
 //!   [`snapshot::Snapshot`]s.
 //!
@@ -65,6 +67,7 @@ pub mod health;
 pub mod http;
 pub mod info;
 pub mod kube;
+pub mod loading;
 pub mod metrics;
 pub mod monitor;
 pub mod names;
@@ -74,6 +77,7 @@ pub mod reason;
 pub mod signals;
 pub mod snapshot;
 pub mod tls;
+pub mod units;
 pub mod view;
 pub mod web_config;
 pub mod web_tls;

@@ -226,6 +226,11 @@ fn loading_redis_is_not_ready_until_loaded() {
         verbose.body
     );
     assert_eq!(daemon.status("/livez"), 200);
+    // How far, and how long yet, from the INFO sent alongside the PING.
+    let progress = support::wait_for_output(daemon.addr, "% loaded, about ", Duration::from_secs(5));
+    println!("while loading: {progress}");
+    assert!(progress.ends_with(" s left by its estimate)"), "{progress}");
+    assert_eq!(daemon.status("/startupz"), 503);
     let loaded = daemon.wait_for("/readyz", 200, Duration::from_secs(30));
     println!("ready {loaded:?} after LOADING was seen");
     assert_eq!(loading.cli(&["DBSIZE"]), "50000");
