@@ -19,6 +19,7 @@ use crate::health::Thresholds;
 use crate::names::{check_target_name, Names};
 use crate::tls::{TlsFiles, TlsMetrics};
 pub use crate::units::{parse_duration, parse_percent};
+use crate::write_key::{default_write_key, hash_tag};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,23 +110,6 @@ pub struct Target {
     pub thresholds: Thresholds,
     /// False: informational (its failures never fail `/readyz` or `/startupz`).
     pub readiness: bool,
-}
-
-/// `redis-healthd:<hostname>`: one key per sidecar (the pod name in Kubernetes).
-fn default_write_key() -> String {
-    let mut name = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let ok = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0;
-    let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-    let host = if ok {
-        String::from_utf8_lossy(&name[..len]).into_owned()
-    } else {
-        String::new()
-    };
-    format!(
-        "redis-healthd:{}",
-        if host.is_empty() { "localhost" } else { &host }
-    )
 }
 
 fn format_duration(d: Duration) -> humantime::FormattedDuration {
@@ -394,6 +378,24 @@ pub fn target(
             ),
         ));
     }
+    // A cluster's primaries are each written a key in their own slots, by a hash tag added to
+    // the key: one the key already has would pin every primary's key to one slot.
+    let tagged = spec
+        .write_key
+        .value
+        .as_deref()
+        .filter(|key| hash_tag(key).is_some());
+    if let (Topology::Cluster, true, Some(key)) = (redis.topology(), spec.check_writes.value, tagged) {
+        return Err(ConfigError::at(
+            scope,
+            &spec.write_key.at,
+            format!(
+                "{key:?} has a hash tag ({{{}}}): in a cluster each primary is written a key in \
+                 one of its own slots, by a hash tag redis-healthd adds; give a key without one",
+                hash_tag(key).unwrap_or_default()
+            ),
+        ));
+    }
     for key in [&spec.write_key, &spec.drain_key] {
         if key.value.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::at(scope, &key.at, "must not be empty".to_owned()));
@@ -611,6 +613,27 @@ mod tests {
                 proptest::prop_assert!(e.starts_with("--redis-url"), "{}", e);
             }
         }
+    }
+
+    #[test]
+    fn a_write_key_with_a_hash_tag_is_refused_for_a_cluster_only() {
+        let cluster = [
+            "--redis-url",
+            "redis-cluster://127.0.0.1:6380",
+            "--check-writes",
+            "--write-key",
+        ];
+        let error = parse(&[&cluster[..], &["app{x}"]].concat()).unwrap_err();
+        assert!(
+            error.starts_with("--write-key: \"app{x}\" has a hash tag ({x}): in a cluster each primary"),
+            "{error}"
+        );
+        // No tag as Redis reads it: `{}` is empty, `{x` never closes.
+        for key in ["app{}", "app{x", "app}x{"] {
+            parse(&[&cluster[..], &[key]].concat()).unwrap();
+        }
+        parse(&["--check-writes", "--write-key", "app{x}"]).unwrap();
+        assert_eq!(hash_tag("a{b}{c}"), Some("b"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   (from `--redis-url`, `--target`, or a `[[target]]` of the `--config` file that
 //!   [`config_file`] parses), each checked by the same code; [`error`]: the
 //!   [`error::ConfigError`] that names the flag, variable or file key at fault; [`units`]:
-//!   the durations and percentages both flags and the file give.
+//!   the durations and percentages both flags and the file give; [`write_key`]: the key
+//!   `--check-writes` sets.
 //! - [`address`]: where a target's Redis is and how to log in, redacted for every output;
 //!   [`credentials`]: the password file, read at every (re)connection; [`tls`]: the rustls
 //!   configuration for `rediss://`, its files read again at every handshake. Each has its own
@@ -81,6 +82,7 @@ pub mod units;
 pub mod view;
 pub mod web_config;
 pub mod web_tls;
+pub mod write_key;
 
 use std::future::Future;
 use std::sync::Arc;

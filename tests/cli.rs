@@ -18,6 +18,17 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--timeout", "5"], "--timeout"),
         (&["--timeout", "2s"], "--timeout"),
         (&["--max-age", "0ms"], "--max-age"),
+        (&["--max-replication-lag", "soon"], "--max-replication-lag"),
+        (
+            &[
+                "--redis-url",
+                "redis-cluster://127.0.0.1:6380",
+                "--check-writes",
+                "--write-key",
+                "app{x}",
+            ],
+            "--write-key",
+        ),
         (&["--warn-latency", "fast"], "--warn-latency"),
         (&["--listen", "localhost"], "--listen"),
         (&["--listen", "redis.internal:8558"], "--listen"),
