@@ -1,7 +1,7 @@
 //! Real `redis-server` processes on free loopback ports, killed and reaped on drop.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub fn free_port() -> u16 {
 /// A real redis-server on 127.0.0.1, killed and reaped on drop.
 pub struct RedisServer {
     pub port: u16,
+    /// `redis-server` from the PATH (Debian's), or another server's binary.
+    binary: PathBuf,
     args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -32,8 +34,18 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        Self::start_binary_on(Path::new("redis-server"), port, extra)
+    }
+
+    /// Another server's binary (Redis 6.2, Valkey 8: see `support::servers`).
+    pub fn start_binary(binary: &Path, extra: &[&str]) -> Self {
+        Self::start_binary_on(binary, free_port(), extra)
+    }
+
+    fn start_binary_on(binary: &Path, port: u16, extra: &[&str]) -> Self {
         let mut server = Self {
             port,
+            binary: binary.to_owned(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
@@ -56,7 +68,7 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let log = self.dir.path().join("redis.log");
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -69,7 +81,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); install it with `apt-get install redis-server` or run scripts/test")
+                panic!("cannot start {} ({e}); install it with `apt-get install redis-server` or run scripts/test", self.binary.display())
             });
         self.child = Some(child);
         let port = self.port;
@@ -83,7 +95,13 @@ impl RedisServer {
     /// A server that answers `LOADING` for several seconds: 50,000 keys saved, then a restart
     /// on the same port with a per-key load delay.
     pub fn loading() -> Self {
-        let mut redis = Self::start_with(&["--enable-debug-command", "local"]);
+        Self::loading_binary(Path::new("redis-server"))
+    }
+
+    /// [`loading`](Self::loading) with another server's binary (7.0 or later: the debug
+    /// command and the load settings).
+    pub fn loading_binary(binary: &Path) -> Self {
+        let mut redis = Self::start_binary(binary, &["--enable-debug-command", "local"]);
         assert_eq!(redis.cli(&["DEBUG", "POPULATE", "50000"]), "OK");
         assert_eq!(redis.cli(&["SAVE"]), "OK");
         redis.kill();
@@ -91,6 +109,7 @@ impl RedisServer {
         // timeout).
         let mut loading = Self {
             port: redis.port,
+            binary: binary.to_owned(),
             args: [
                 "--key-load-delay",
                 "40",
