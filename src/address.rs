@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fred::prelude::{Server, ServerConfig};
 use url::Url;
 
-use crate::credentials::{PasswordFile, PasswordFileError};
+use crate::credentials::{PasswordFile, PasswordFileError, SentinelAuth};
 use crate::tls::{Reloader, TargetLabel, TlsError, TlsFiles, TlsMetrics};
 
 /// Why an address cannot be used; its variants say which value is at fault. Never holds a
@@ -122,7 +122,13 @@ impl RedisAddress {
         let tls_files = if tls_url {
             let (metrics, target) = tls_metrics;
             let (config, reloader) = tls
-                .client_config(metrics.clone(), target)
+                // Behind Sentinel, fred reaches the master by the address Sentinel gives, with
+                // no server name: the verifier applies --tls-server-name to it as well.
+                .client_config(
+                    metrics.clone(),
+                    target,
+                    tls_server_name.filter(|_| topology == Topology::Sentinel),
+                )
                 .map_err(AddressError::Tls)?;
             client.tls = Some(config);
             Some(reloader)
@@ -135,7 +141,7 @@ impl RedisAddress {
         if let Some(name) = tls_server_name {
             match &mut client.server {
                 ServerConfig::Centralized { server } => server.tls_server_name = Some(name.into()),
-                ServerConfig::Clustered { hosts, .. } => {
+                ServerConfig::Clustered { hosts, .. } | ServerConfig::Sentinel { hosts, .. } => {
                     for host in hosts {
                         host.tls_server_name = Some(name.into());
                     }
@@ -148,8 +154,21 @@ impl RedisAddress {
             .reload_errors
             .get_or_create(&TargetLabel { target })
             .clone();
+        let sentinels = match &client.server {
+            ServerConfig::Sentinel {
+                hosts,
+                username,
+                password,
+                ..
+            } => Some(SentinelAuth {
+                nodes: hosts.iter().map(|h| (h.host.to_string(), h.port)).collect(),
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
         let password_file = password_file
-            .map(|path| PasswordFile::new(path, client.username.clone(), reload_errors))
+            .map(|path| PasswordFile::new(path, client.username.clone(), reload_errors, sentinels))
             .transpose()
             .map_err(AddressError::PasswordFile)?;
         if let Some(file) = &password_file {

@@ -32,6 +32,26 @@ pub struct PasswordFile {
     last: Arc<Mutex<Last>>,
     /// `redis_healthd_config_reload_errors_total` of the target.
     reload_errors: Counter,
+    /// Behind Sentinel: the Sentinels' own credentials (`sentinelUsername`/`sentinelPassword`
+    /// of the URL), for the Sentinel nodes; the file's password is the data node's.
+    sentinels: Option<SentinelAuth>,
+}
+
+/// The Sentinel nodes, and the credentials they take.
+#[derive(Clone)]
+pub struct SentinelAuth {
+    pub nodes: Vec<(String, u16)>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SentinelAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelAuth")
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Default)]
@@ -60,6 +80,7 @@ impl PasswordFile {
         path: &Path,
         username: Option<String>,
         reload_errors: Counter,
+        sentinels: Option<SentinelAuth>,
     ) -> Result<Self, PasswordFileError> {
         let good = read(path)?;
         Ok(Self {
@@ -68,6 +89,7 @@ impl PasswordFile {
             in_flight: Arc::default(),
             last: Arc::new(Mutex::new(Last { good, failing: None })),
             reload_errors,
+            sentinels,
         })
     }
 
@@ -95,7 +117,13 @@ impl PasswordFile {
 
 #[async_trait::async_trait]
 impl CredentialProvider for PasswordFile {
-    async fn fetch(&self, _server: Option<&Server>) -> Result<(Option<String>, Option<String>), Error> {
+    async fn fetch(&self, server: Option<&Server>) -> Result<(Option<String>, Option<String>), Error> {
+        if let (Some(sentinels), Some(server)) = (&self.sentinels, server) {
+            let node = (server.host.to_string(), server.port);
+            if sentinels.nodes.contains(&node) {
+                return Ok((sentinels.username.clone(), sentinels.password.clone()));
+            }
+        }
         let taken = self
             .in_flight
             .lock()

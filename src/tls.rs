@@ -144,12 +144,21 @@ impl TlsFiles {
     }
 
     /// The client's TLS configuration, every file read and checked now (an error names the
-    /// flag), and the handle that reads them again.
+    /// flag), and the handle that reads them again. With `verify_as`, every server's
+    /// certificate is verified for that name, whatever address it was reached by: behind
+    /// Sentinel the master's address comes from Sentinel, and fred gives it no server name.
     pub fn client_config(
         &self,
         metrics: TlsMetrics,
         target: &'static str,
+        verify_as: Option<&str>,
     ) -> Result<(TlsConfig, Arc<Reloader>), TlsError> {
+        let verify_as = verify_as
+            .map(|name| {
+                ServerName::try_from(name.to_owned())
+                    .map_err(|e| TlsError::Protocol(format!("{name:?} is not a valid server name: {e}")))
+            })
+            .transpose()?;
         match (&self.cert, &self.key) {
             (Some(_), None) => return Err(TlsError::CertWithoutKey),
             (None, Some(_)) => return Err(TlsError::KeyWithoutCert),
@@ -181,7 +190,7 @@ impl TlsFiles {
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Protocol(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier(reloader.clone())))
+            .with_custom_certificate_verifier(Arc::new(Verifier(reloader.clone(), verify_as)))
             .with_client_cert_resolver(Arc::new(ClientCert(reloader.clone())));
         // A resumed session skips both the verifier and the resolver: every reconnection is a
         // full handshake, so it reads the files and sees the server's certificate. Reconnections
@@ -401,7 +410,7 @@ impl Reloader {
 /// The server certificate check: the roots of the latest good set (read again first), and
 /// the presented certificate's expiry recorded whatever the outcome.
 #[derive(Debug)]
-struct Verifier(Arc<Reloader>);
+struct Verifier(Arc<Reloader>, Option<ServerName<'static>>);
 
 impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
@@ -425,6 +434,7 @@ impl ServerCertVerifier for Verifier {
                 })
                 .set(not_after);
         }
+        let server_name = self.1.as_ref().unwrap_or(server_name);
         loaded
             .verifier
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)

@@ -283,3 +283,144 @@ fn a_failover_is_a_topology_change_and_a_restart_is_a_restart() {
         moved[0]
     );
 }
+
+/// A Sentinel from a configuration of the test's own (its password, TLS), watching the master
+/// named `mymaster`; waits until it names that master through `cli` (redis-cli's login and TLS
+/// arguments for it).
+fn sentinel_with(conf: &str, port: u16, cli: &[&str]) -> Sentinel {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_file(dir.path(), "sentinel.conf", conf);
+    let child = Command::new("redis-server")
+        .arg(&config)
+        .arg("--sentinel")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server --sentinel");
+    let sentinel = Sentinel {
+        port,
+        child,
+        _dir: dir,
+    };
+    wait_until(Duration::from_secs(10), "sentinel names the master", || {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(cli)
+            .args(["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("127.0.0.1")
+    });
+    sentinel
+}
+
+/// Sentinels with a password of their own (`requirepass` in sentinel.conf), the data nodes
+/// with another: `sentinelPassword=` in the URL goes to the Sentinels, the URL's password or
+/// the password file to the master.
+#[test]
+fn sentinels_with_their_own_password() {
+    let master = RedisServer::start_with(&["--requirepass", "data-pass-1"]);
+    let port = free_port();
+    let conf = format!(
+        "port {port}\nbind 127.0.0.1\nrequirepass sentinel-pass-2\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
+         sentinel auth-pass mymaster data-pass-1\n",
+        master.port
+    );
+    let _sentinel = sentinel_with(&conf, port, &["-a", "sentinel-pass-2", "--no-auth-warning"]);
+    let in_url = format!(
+        "redis-sentinel://:data-pass-1@127.0.0.1:{port}/0?sentinelServiceName=mymaster&sentinelPassword=sentinel-pass-2"
+    );
+    let daemon = start_fast(&in_url, &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        support::entry(daemon.addr, "redis:role")["observedValue"],
+        "master"
+    );
+    let doc = daemon.get("/health").body;
+    assert!(
+        !doc.contains("sentinel-pass-2") && !doc.contains("data-pass-1"),
+        "{doc}"
+    );
+
+    // The data password from a file, the Sentinels' from the URL.
+    let file = support::write_file(master.dir(), "password", "data-pass-1\n");
+    let from_file = format!(
+        "redis-sentinel://127.0.0.1:{port}/0?sentinelServiceName=mymaster&sentinelPassword=sentinel-pass-2"
+    );
+    let daemon = start_fast(&from_file, &["--redis-password-file", file.to_str().unwrap()]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+
+    // Without the Sentinels' password: their refusal (before the `sentinel-auth` feature, the
+    // data password went to the Sentinels, and this was every case's answer).
+    let without = format!("redis-sentinel://:data-pass-1@127.0.0.1:{port}/0?sentinelServiceName=mymaster");
+    let daemon = start_fast(&without, &[]);
+    let output = support::wait_for_output(daemon.addr, "NOAUTH", Duration::from_secs(5));
+    println!("without the Sentinels' password: {output}");
+    assert_eq!(daemon.status("/readyz"), 503);
+}
+
+/// TLS to the Sentinels and to the master they name, both with certificates for a DNS name
+/// only (no IP address in them): `--tls-server-name` verifies both by that name, though the
+/// master is reached by the address Sentinel gives.
+#[test]
+fn tls_to_sentinels_and_master_verified_by_the_server_name() {
+    let certs = support::Certs::make();
+    certs.sh("printf 'subjectAltName=DNS:redis.internal\\n' > dns.ext
+        openssl req -newkey rsa:2048 -nodes -keyout dns.key -out dns.csr -subj /CN=redis.internal 2>/dev/null
+        openssl x509 -req -in dns.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out dns.pem -days 2 -extfile dns.ext 2>/dev/null");
+    let tls = [
+        "--tls-cert-file",
+        &certs.arg("dns.pem"),
+        "--tls-key-file",
+        &certs.arg("dns.key"),
+        "--tls-ca-cert-file",
+        &certs.arg("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]
+    .map(String::from);
+    let master_port = free_port();
+    let mut args = vec![
+        "--port".to_owned(),
+        "0".into(),
+        "--tls-port".into(),
+        master_port.to_string(),
+    ];
+    args.extend(tls.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The support kit's --port comes first; the later `--port 0` wins: TLS only.
+    let _master = RedisServer::start_on(master_port, &args);
+    let port = free_port();
+    let conf = format!(
+        "port 0\ntls-port {port}\nbind 127.0.0.1\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+         tls-auth-clients no\ntls-replication yes\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n",
+        certs.arg("dns.pem"),
+        certs.arg("dns.key"),
+        certs.arg("ca.pem")
+    );
+    let cli = [
+        "--tls",
+        "--cacert",
+        &certs.arg("ca.pem"),
+        "--sni",
+        "redis.internal",
+    ];
+    let _sentinel = sentinel_with(&conf, port, &cli);
+    let url = format!("rediss-sentinel://127.0.0.1:{port}/0?sentinelServiceName=mymaster");
+    let ca = certs.arg("ca.pem");
+    let named = start_fast(
+        &url,
+        &["--tls-ca-file", &ca, "--tls-server-name", "redis.internal"],
+    );
+    named.wait_for("/readyz", 200, Duration::from_secs(5));
+    assert_eq!(
+        support::entry(named.addr, "redis:role")["observedValue"],
+        "master"
+    );
+    // Without the name, verified by address: the certificate names no address (fred then
+    // says only that no Sentinel could be reached).
+    let by_address = start_fast(&url, &["--tls-ca-file", &ca]);
+    support::wait_for_output(by_address.addr, "unreachable", Duration::from_secs(5));
+    assert_eq!(by_address.status("/readyz"), 503);
+}

