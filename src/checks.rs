@@ -22,6 +22,16 @@ pub enum ExpectRole {
     Any,
 }
 
+/// What `--cluster-ready` asks of a cluster's primaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterReady {
+    /// Every primary passes (a dead one fails readiness).
+    All,
+    /// More than half pass: the failing ones show as `warn`, with their reasons.
+    Majority,
+}
+
 /// What a target's checks ask and how they judge what they read.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -37,6 +47,8 @@ pub struct Plan {
     pub warn_memory: f64,
     /// A replica whose master was last heard from longer ago than this is stale.
     pub max_replication_lag: Duration,
+    /// A cluster is ready with every primary passing, or with more than half.
+    pub cluster_ready: ClusterReady,
     /// `--check-writes`: the key `SET` each check (a cluster gives each primary its own).
     pub write_key: Option<String>,
     /// The expiry of the write key.
@@ -437,6 +449,7 @@ mod tests {
             master_by_topology: None,
             warn_memory: 90.0,
             max_replication_lag: Duration::from_secs(30),
+            cluster_ready: ClusterReady::All,
             write_key: None,
             write_ttl: Duration::from_secs(3),
             drain_key: None,

@@ -11,7 +11,7 @@ use clap::builder::{BoolishValueParser, PossibleValue};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::checks::ExpectRole;
+use crate::checks::{ClusterReady, ExpectRole};
 use crate::config::{parse_duration, parse_percent, Flags, LogFormat, TargetSpec};
 use crate::error::{At, Given, Scope};
 use crate::names::DEFAULT_TARGET;
@@ -287,6 +287,11 @@ pub struct RedisArgs {
     /// Well above the master's 10 s replication ping period.
     #[arg(long, env = "REDIS_HEALTHD_MAX_REPLICATION_LAG", default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub max_replication_lag: Duration,
+    /// A Redis Cluster is ready when all its primaries pass, or (majority) when more than half
+    /// do: the failing ones then show as warn with their reasons (a cache that serves the rest
+    /// of its keyspace).
+    #[arg(long, env = "REDIS_HEALTHD_CLUSTER_READY", default_value = "all", value_enum)]
+    pub cluster_ready: ClusterReady,
     /// With maxmemory-policy noeviction, used memory from this share of maxmemory on is warn.
     #[arg(long, env = "REDIS_HEALTHD_WARN_MEMORY", default_value = "90%", value_name = "PERCENT", value_parser = parse_percent)]
     pub warn_memory: f64,
@@ -393,6 +398,7 @@ impl RedisArgs {
             expect_role: sources.given("expect_role", self.expect_role),
             warn_memory: sources.given("warn_memory", self.warn_memory),
             max_replication_lag: sources.given("max_replication_lag", self.max_replication_lag),
+            cluster_ready: sources.given("cluster_ready", self.cluster_ready),
             check_writes: sources.given("check_writes", self.check_writes),
             write_key: sources.given("write_key", self.write_key.clone()),
             drain_key: sources.given("drain_key", self.drain_key.clone()),
@@ -413,6 +419,19 @@ impl ValueEnum for ExpectRole {
             ExpectRole::Master => "master",
             ExpectRole::Replica => "replica",
             ExpectRole::Any => "any",
+        }))
+    }
+}
+
+impl ValueEnum for ClusterReady {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ClusterReady::All, ClusterReady::Majority]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            ClusterReady::All => "all",
+            ClusterReady::Majority => "majority",
         }))
     }
 }

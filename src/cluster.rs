@@ -4,7 +4,7 @@
 //! answered last time, then PINGs every primary with `CLUSTER INFO` alongside, since a node of
 //! a failing cluster still answers PONG.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use fred::prelude::{Server, Value};
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::checks::{evaluate, Commands, Plan, Replies};
 use crate::config::{Config, Target};
 use crate::connection::{Connection, Event};
-use crate::health::{Failure, Report};
+use crate::health::{Failure, Report, Status, Verdict};
 
 /// The cluster as the probe sees it: the seed nodes from the URL, the primaries once known,
 /// and a connection to each of them.
@@ -330,9 +330,101 @@ fn primaries(slots: Value, host: &str) -> Result<Vec<Primary>, String> {
     Ok(primaries)
 }
 
+/// `--cluster-ready majority`: while more than half of the primaries pass (none of their
+/// checks failing), the failing primaries are tolerated: `warn` with their reasons, not waited
+/// for by `/startupz`. At half or fewer, every failure stands. (With Redis's default
+/// `cluster-require-full-coverage yes` the survivors report `cluster_state:fail` soon after a
+/// primary is lost, so a majority holds only where the cluster serves without full coverage.)
+pub fn tolerate_a_minority(verdict: &mut Verdict) {
+    let mut primaries = BTreeSet::new();
+    let mut failing = BTreeSet::new();
+    for component in verdict.checks.iter().flat_map(|c| c.components.iter()) {
+        primaries.insert(component.id.clone());
+        if component.state.status == Status::Fail {
+            failing.insert(component.id.clone());
+        }
+    }
+    let passing = primaries.len() - failing.len();
+    if failing.is_empty() || passing * 2 <= primaries.len() {
+        return;
+    }
+    let total = primaries.len();
+    for check in &mut verdict.checks {
+        for component in check
+            .components
+            .iter_mut()
+            .filter(|c| c.state.status == Status::Fail)
+        {
+            let reason = component.state.output.take().unwrap_or_default();
+            // Shown as `warn` in its own entry too, as the issue of a minority it is.
+            component.state.status = Status::Warn;
+            component.state.latest = Status::Warn;
+            component.state.tolerated = true;
+            component.state.output = Some(format!(
+                "{reason} (tolerated: {passing} of {total} primaries pass, --cluster-ready majority)"
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::{Component, NamedCheck, ObservedValue, Outcome, Reading, Thresholds, Tracker};
+
+    /// One check per primary `(id, passing)`.
+    fn verdict(primaries: &[(&str, bool)]) -> Verdict {
+        let components = primaries
+            .iter()
+            .map(|(id, passing)| Component {
+                id: (*id).into(),
+                kind: "datastore",
+                state: Tracker::new(Thresholds {
+                    failure: 1,
+                    success: 1,
+                })
+                .observe(Outcome {
+                    at: SystemTime::now(),
+                    result: if *passing {
+                        Ok(Reading::pass(ObservedValue::Nothing))
+                    } else {
+                        Err(Failure::Unreachable("Connection refused".into()))
+                    },
+                }),
+            })
+            .collect();
+        Verdict {
+            checks: vec![NamedCheck {
+                name: "redis:responseTime",
+                components,
+                readiness: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_majority_of_primaries_carries_the_failing_minority() {
+        let mut two_of_three = verdict(&[("a", true), ("b", true), ("c", false)]);
+        tolerate_a_minority(&mut two_of_three);
+        assert_eq!(two_of_three.status(), Status::Warn);
+        let c = &two_of_three.checks[0].components[2].state;
+        assert!(c.tolerated);
+        assert_eq!(
+            c.output.as_deref(),
+            Some("unreachable: Connection refused (tolerated: 2 of 3 primaries pass, --cluster-ready majority)")
+        );
+        // /startupz does not wait for a tolerated primary.
+        assert!(two_of_three.has_passed());
+        // Half is not more than half.
+        for split in [
+            &[("a", true), ("b", false)][..],
+            &[("a", true), ("b", false), ("c", false)],
+        ] {
+            let mut no_majority = verdict(split);
+            tolerate_a_minority(&mut no_majority);
+            assert_eq!(no_majority.status(), Status::Fail, "{split:?}");
+        }
+    }
 
     #[test]
     fn a_primary_gets_a_write_key_in_its_own_slots() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::web_config::Web;
 
 use crate::address::{is_tls_scheme, RedisAddress, Topology};
-use crate::checks::{ExpectRole, Plan};
+use crate::checks::{ClusterReady, ExpectRole, Plan};
 use crate::config_file::{self, FileTarget};
 use crate::error::{AddressKeys, At, ConfigError, Given, Scope};
 use crate::health::Thresholds;
@@ -69,6 +69,7 @@ pub struct TargetSpec {
     pub expect_role: Given<ExpectRole>,
     pub warn_memory: Given<f64>,
     pub max_replication_lag: Given<Duration>,
+    pub cluster_ready: Given<ClusterReady>,
     pub check_writes: Given<bool>,
     pub write_key: Given<Option<String>>,
     pub drain_key: Given<Option<String>>,
@@ -408,6 +409,7 @@ pub fn target(
         master_by_topology,
         warn_memory: spec.warn_memory.value,
         max_replication_lag: spec.max_replication_lag.value,
+        cluster_ready: spec.cluster_ready.value,
         write_key: spec
             .check_writes
             .value
@@ -568,6 +570,7 @@ fn file_spec(
             parse_duration,
             &defaults.max_replication_lag,
         )?,
+        cluster_ready: over("cluster_ready", table.cluster_ready, &defaults.cluster_ready),
         check_writes: over("check_writes", table.check_writes, &defaults.check_writes),
         write_key: some("write_key", text(&table.write_key), &defaults.write_key),
         drain_key: some("drain_key", text(&table.drain_key), &defaults.drain_key),

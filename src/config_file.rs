@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::checks::ExpectRole;
+use crate::checks::{ClusterReady, ExpectRole};
 use crate::names::{check_target_name, is_target_name};
 
 /// One `[[target]]` table. Only `name` and `url` are required; every other key overrides the
@@ -36,6 +36,8 @@ pub struct FileTarget {
     pub warn_memory: Option<Percent>,
     /// A humantime duration (`30s`).
     pub max_replication_lag: Option<String>,
+    /// `all` or `majority` (a cluster target).
+    pub cluster_ready: Option<ClusterReady>,
     /// False: the target's failures never fail `/readyz` or `/startupz`.
     pub readiness: Option<bool>,
 }
@@ -210,7 +212,7 @@ mod tests {
              `username`, `password_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, \
              `tls_server_name`, `state_checks`, `check_writes`, `write_key`, `expect_role`, \
              `drain_key`, `failure_threshold`, `success_threshold`, `warn_latency`, \
-             `warn_memory`, `max_replication_lag`, `readiness`"
+             `warn_memory`, `max_replication_lag`, `cluster_ready`, `readiness`"
         );
         assert_eq!(
             error("[[target]]\nname = \"cache\"\nurl = \"redis://h\"\nfailure_threshold = \"3\"\n"),

@@ -153,6 +153,9 @@ pub struct ComponentState {
     pub last_success: Option<SystemTime>,
     /// Why the component is not `pass`, if it is not.
     pub output: Option<String>,
+    /// A failing cluster primary the quorum carries (`--cluster-ready majority`): shown as
+    /// `warn`, and not waited for by `/startupz`.
+    pub tolerated: bool,
 }
 
 impl Tracker {
@@ -218,6 +221,7 @@ impl Tracker {
             consecutive_failures: self.consecutive_failures,
             last_success: self.last_success,
             output,
+            tolerated: false,
         }
     }
 }
@@ -239,6 +243,7 @@ impl Tracker {
             consecutive_failures: self.consecutive_failures,
             last_success: self.last_success,
             output: Some(format!("reconnecting: {reason}")),
+            tolerated: false,
         }
     }
 }
@@ -284,7 +289,7 @@ impl Verdict {
             .iter()
             .filter(|c| c.readiness)
             .flat_map(|c| c.components.iter())
-            .all(|c| c.state.last_success.is_some())
+            .all(|c| c.state.last_success.is_some() || c.state.tolerated)
     }
 
     /// The components of every target's check measuring what `check` does (`redis:responseTime`

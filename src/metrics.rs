@@ -449,6 +449,7 @@ mod tests {
             consecutive_failures: u32::from(latest == Status::Fail),
             last_success: None,
             output: None,
+            tolerated: false,
         };
         Verdict {
             checks: vec![NamedCheck {

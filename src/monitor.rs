@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::checks::{answered, evaluate};
+use crate::checks::{answered, evaluate, ClusterReady};
 use crate::cluster::Cluster;
 use crate::config::{Config, Target};
 use crate::connection::{Connection, Event};
@@ -165,7 +165,10 @@ pub async fn run(
             metrics.record_cluster_nodes(target.name, nodes);
         }
         note_restarts(target, &reports, &mut seen, &metrics);
-        let verdict = judge(reports, &mut trackers, target);
+        let mut verdict = judge(reports, &mut trackers, target);
+        if let (Servers::Cluster(_), ClusterReady::Majority) = (&servers, target.checks.cluster_ready) {
+            crate::cluster::tolerate_a_minority(&mut verdict);
+        }
         metrics.record(target.name, &verdict);
         status = Some(log_transition(target.name, status, &verdict));
         if rounds

@@ -302,6 +302,63 @@ fn every_primary_is_checked_and_a_dead_one_fails_the_verdict() {
     );
 }
 
+/// `--cluster-ready majority` on a cluster that serves without full coverage: one primary of
+/// three down keeps it ready, the dead one's entries `warn` with their reasons; a second down
+/// (no majority, and the survivor's `cluster_state:fail`) fails it. `all` fails at the first.
+#[test]
+fn a_majority_of_primaries_keeps_a_cluster_ready_with_cluster_ready_majority() {
+    let mut cluster = Cluster::create(3, 0, None);
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.cli(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]),
+            "OK"
+        );
+    }
+    let majority = start_fast(&cluster.url(), &["--cluster-ready", "majority"]);
+    let all = start_fast(&cluster.url(), &[]);
+    for daemon in [&majority, &all] {
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    }
+    let dead = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
+    cluster.nodes[2].kill();
+    all.wait_for("/readyz", 503, DETECT);
+    let (status, reason) = wait_until_entry(&majority, &dead, "warn");
+    println!("one primary of three down, majority: {status}: {reason}");
+    assert!(
+        reason.ends_with("(tolerated: 2 of 3 primaries pass, --cluster-ready majority)"),
+        "{reason}"
+    );
+    assert_eq!(majority.status("/readyz"), 200);
+    assert_eq!(majority.get("/health").json()["status"], "warn");
+    // Still ready after the node timeout: the survivors keep cluster_state:ok.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        majority.status("/readyz"),
+        200,
+        "{}",
+        majority.get("/health").body
+    );
+
+    cluster.nodes[1].kill();
+    let lost = majority.wait_for("/readyz", 503, Duration::from_secs(10));
+    println!("two of three down: 503 after {lost:?}");
+}
+
+/// Polls the component `id`'s entries until one has `status`; returns it with its reason.
+fn wait_until_entry(daemon: &Daemon, id: &str, status: &str) -> (String, String) {
+    let mut found = None;
+    let mut seen = BTreeMap::new();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(Duration::from_secs(5), &format!("{id} {status}"), || {
+            seen = entries(daemon);
+            found = seen.get(id).filter(|(s, _)| s == status).cloned();
+            found.is_some()
+        })
+    }));
+    assert!(waited.is_ok(), "{id} never {status}: {seen:?}");
+    found.unwrap()
+}
+
 #[test]
 fn a_hung_primary_times_out_in_its_own_entry() {
     let cluster = Cluster::create(3, 0, None);

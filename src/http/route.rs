@@ -316,6 +316,7 @@ mod tests {
                             consecutive_failures: 0,
                             last_success: Some(SystemTime::now()),
                             output: output.map(str::to_owned),
+                            tolerated: false,
                         },
                     }],
                 })
