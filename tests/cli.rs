@@ -472,6 +472,21 @@ fn check_config_validates_without_connecting_or_binding() {
         "{}",
         env.2
     );
+    let quorum = run_binary(
+        &["--check-config"],
+        &[
+            ("REDIS_URL", "redis-cluster://127.0.0.1:7000"),
+            ("REDIS_HEALTHD_CLUSTER_READY", "majority"),
+        ],
+    );
+    assert_eq!(quorum.0, Some(0), "{}", quorum.2);
+    assert!(
+        quorum
+            .1
+            .contains("(every cluster primary, ready while more than half pass)"),
+        "{}",
+        quorum.1
+    );
 }
 
 /// A password in a URL on the command line (where `ps` shows it) logs one warning pointing to

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 
 use crate::address::Topology;
-use crate::checks::ExpectRole;
+use crate::checks::{ClusterReady, ExpectRole};
 use crate::config::{Config, LogFormat, Target};
 
 /// What the daemon would run: one line for the daemon, one per target. No secret: URLs are
@@ -64,6 +64,9 @@ fn target_line(target: &Target) -> String {
     let topology = match target.redis.topology() {
         Topology::Standalone => "one server",
         Topology::Sentinel => "the master Sentinel names",
+        Topology::Cluster if plan.cluster_ready == ClusterReady::Majority => {
+            "every cluster primary, ready while more than half pass"
+        }
         Topology::Cluster => "every cluster primary",
     };
     let role = match plan.expect_role {
