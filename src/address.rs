@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fred::prelude::{Server, ServerConfig};
 use url::Url;
 
-use crate::credentials::{PasswordFile, PasswordFileError, SentinelAuth};
+use crate::credentials::{Credentials, PasswordFile, PasswordFileError, Secret};
 use crate::tls::{Reloader, TargetLabel, TlsError, TlsFiles, TlsMetrics};
 
 /// Why an address cannot be used; its variants say which value is at fault. Never holds a
@@ -26,6 +26,11 @@ pub enum AddressError {
     Tls(TlsError),
     #[error(transparent)]
     PasswordFile(PasswordFileError),
+    #[error(transparent)]
+    SentinelPasswordFile(PasswordFileError),
+    /// A Sentinel password file with a URL that names no Sentinel (the redacted URL).
+    #[error("needs a redis-sentinel:// URL, not {0}")]
+    SentinelFileNeedsSentinel(String),
 }
 
 /// Where Redis is and how to log in; `Debug` and `Display` never show the password.
@@ -78,6 +83,7 @@ impl RedisAddress {
         url: &str,
         username: Option<&str>,
         password_file: Option<&Path>,
+        sentinel_password_file: Option<&Path>,
         tls: &TlsFiles,
         tls_server_name: Option<&str>,
         tls_metrics: (&TlsMetrics, &'static str),
@@ -154,27 +160,49 @@ impl RedisAddress {
             .reload_errors
             .get_or_create(&TargetLabel { target })
             .clone();
-        let sentinels = match &client.server {
-            ServerConfig::Sentinel {
-                hosts,
-                username,
-                password,
-                ..
-            } => Some(SentinelAuth {
-                nodes: hosts.iter().map(|h| (h.host.to_string(), h.port)).collect(),
-                username: username.clone(),
-                password: password.clone(),
-            }),
-            _ => None,
-        };
         let password_file = password_file
-            .map(|path| PasswordFile::new(path, client.username.clone(), reload_errors, sentinels))
+            .map(|path| PasswordFile::new(path, client.username.clone(), reload_errors.clone()))
             .transpose()
             .map_err(AddressError::PasswordFile)?;
-        if let Some(file) = &password_file {
-            // fred asks the provider before every AUTH, so a rotated file takes effect on the
-            // next connection.
-            client.credential_provider = Some(Arc::new(file.clone()));
+        // Behind Sentinel: the Sentinels' credentials, from the URL or their own file.
+        let sentinels = match (&client.server, sentinel_password_file) {
+            (
+                ServerConfig::Sentinel {
+                    hosts,
+                    username,
+                    password,
+                    ..
+                },
+                file,
+            ) => {
+                let nodes = hosts.iter().map(|h| (h.host.to_string(), h.port)).collect();
+                let secret = match file {
+                    Some(path) => Secret::File(
+                        PasswordFile::new(path, username.clone(), reload_errors)
+                            .map_err(AddressError::SentinelPasswordFile)?,
+                    ),
+                    None => Secret::Fixed {
+                        username: username.clone(),
+                        password: password.clone(),
+                    },
+                };
+                Some((nodes, secret, file.is_some()))
+            }
+            (_, Some(_)) => return Err(AddressError::SentinelFileNeedsSentinel(quoted)),
+            (_, None) => None,
+        };
+        // With a file on either side, fred asks this provider before every AUTH, so a rotated
+        // file takes effect on the next connection; without one fred sends the URL's own.
+        if password_file.is_some() || sentinels.as_ref().is_some_and(|s| s.2) {
+            let data = match &password_file {
+                Some(file) => Secret::File(file.clone()),
+                None => Secret::Fixed {
+                    username: client.username.clone(),
+                    password: client.password.clone(),
+                },
+            };
+            let sentinels = sentinels.map(|(nodes, secret, _)| (nodes, secret));
+            client.credential_provider = Some(Arc::new(Credentials { data, sentinels }));
         }
         Ok(Self {
             client,
@@ -354,6 +382,7 @@ mod tests {
             url,
             username,
             None,
+            None,
             &TlsFiles::default(),
             None,
             (&TlsMetrics::default(), "redis"),
@@ -407,6 +436,7 @@ mod tests {
     fn tls_options_need_a_tls_url() {
         let e = RedisAddress::new(
             "redis://:hunter2@h",
+            None,
             None,
             None,
             &TlsFiles::default(),

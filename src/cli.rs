@@ -260,6 +260,10 @@ pub struct RedisArgs {
     /// read again at every reconnection and on SIGHUP.
     #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "PATH")]
     pub redis_password_file: Option<PathBuf>,
+    /// Behind Sentinel: file holding the Sentinels' own password (requirepass in
+    /// sentinel.conf; overrides the URL's sentinelPassword); read again at every reconnection.
+    #[arg(long, env = "REDIS_HEALTHD_SENTINEL_PASSWORD_FILE", value_name = "PATH")]
+    pub sentinel_password_file: Option<PathBuf>,
     /// CA certificate(s) (PEM) to verify a rediss:// server with, instead of the system's.
     #[arg(long, env = "REDIS_HEALTHD_TLS_CA_FILE", value_name = "PATH")]
     pub tls_ca_file: Option<PathBuf>,
@@ -389,6 +393,8 @@ impl RedisArgs {
             url: sources.given("redis_url", self.redis_url.clone()),
             username: sources.given("redis_username", self.redis_username.clone()),
             password_file: sources.given("redis_password_file", self.redis_password_file.clone()),
+            sentinel_password_file: sources
+                .given("sentinel_password_file", self.sentinel_password_file.clone()),
             tls_ca_file: sources.given("tls_ca_file", self.tls_ca_file.clone()),
             tls_cert_file: sources.given("tls_cert_file", self.tls_cert_file.clone()),
             tls_key_file: sources.given("tls_key_file", self.tls_key_file.clone()),

@@ -60,6 +60,7 @@ pub struct TargetSpec {
     pub url: Given<String>,
     pub username: Given<Option<String>>,
     pub password_file: Given<Option<PathBuf>>,
+    pub sentinel_password_file: Given<Option<PathBuf>>,
     pub tls_ca_file: Given<Option<PathBuf>>,
     pub tls_cert_file: Given<Option<PathBuf>>,
     pub tls_key_file: Given<Option<PathBuf>>,
@@ -186,6 +187,7 @@ impl Config {
                 let credentials = [
                     flags.defaults.username.as_given().map(|g| g.at),
                     flags.defaults.password_file.as_given().map(|g| g.at),
+                    flags.defaults.sentinel_password_file.as_given().map(|g| g.at),
                 ];
                 for at in credentials.into_iter().flatten() {
                     notices.push(format!(
@@ -331,6 +333,7 @@ pub fn target(
     let keys = AddressKeys {
         url: &spec.url.at,
         password_file: &spec.password_file.at,
+        sentinel_password_file: &spec.sentinel_password_file.at,
         tls_ca_file: &spec.tls_ca_file.at,
         tls_cert_file: &spec.tls_cert_file.at,
         tls_key_file: &spec.tls_key_file.at,
@@ -340,6 +343,7 @@ pub fn target(
         &spec.url.value,
         spec.username.value.as_deref(),
         spec.password_file.value.as_deref(),
+        spec.sentinel_password_file.value.as_deref(),
         &TlsFiles {
             ca: spec.tls_ca_file.value.clone(),
             cert: spec.tls_cert_file.value.clone(),
@@ -538,6 +542,7 @@ fn file_spec(
         url: Given::new(table.url.clone(), At::Key("url")),
         username: Given::new(text(&table.username).flatten(), At::Key("username")),
         password_file: own("password_file", file(&table.password_file)),
+        sentinel_password_file: own("sentinel_password_file", file(&table.sentinel_password_file)),
         tls_ca_file: tls_file("tls_ca_file", &table.tls_ca_file, &defaults.tls_ca_file),
         tls_cert_file: tls_file("tls_cert_file", &table.tls_cert_file, &defaults.tls_cert_file),
         tls_key_file: tls_file("tls_key_file", &table.tls_key_file, &defaults.tls_key_file),

@@ -19,6 +19,8 @@ pub struct FileTarget {
     pub url: String,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// Behind Sentinel: the Sentinels' own password.
+    pub sentinel_password_file: Option<PathBuf>,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -209,7 +211,7 @@ mod tests {
         assert_eq!(
             error("[[target]]\nname = \"cache\"\nurl = \"redis://h\"\nfailure_treshold = 3\n"),
             "target \"cache\": failure_treshold: unknown field `failure_treshold`, expected one of `name`, `url`, \
-             `username`, `password_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, \
+             `username`, `password_file`, `sentinel_password_file`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`, \
              `tls_server_name`, `state_checks`, `check_writes`, `write_key`, `expect_role`, \
              `drain_key`, `failure_threshold`, `success_threshold`, `warn_latency`, \
              `warn_memory`, `max_replication_lag`, `cluster_ready`, `readiness`"

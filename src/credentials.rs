@@ -32,25 +32,55 @@ pub struct PasswordFile {
     last: Arc<Mutex<Last>>,
     /// `redis_healthd_config_reload_errors_total` of the target.
     reload_errors: Counter,
-    /// Behind Sentinel: the Sentinels' own credentials (`sentinelUsername`/`sentinelPassword`
-    /// of the URL), for the Sentinel nodes; the file's password is the data node's.
-    sentinels: Option<SentinelAuth>,
 }
 
-/// The Sentinel nodes, and the credentials they take.
+/// Where one side's credentials come from: the URL's (fixed), or a password file read at every
+/// connection.
 #[derive(Clone)]
-pub struct SentinelAuth {
-    pub nodes: Vec<(String, u16)>,
-    pub username: Option<String>,
-    pub password: Option<String>,
+pub enum Secret {
+    Fixed {
+        username: Option<String>,
+        password: Option<String>,
+    },
+    File(PasswordFile),
 }
 
-impl std::fmt::Debug for SentinelAuth {
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SentinelAuth")
-            .field("nodes", &self.nodes)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
+        match self {
+            Secret::Fixed { username, .. } => f
+                .debug_struct("Fixed")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            Secret::File(file) => f.debug_tuple("File").field(file).finish(),
+        }
+    }
+}
+
+/// The credentials fred fetches before each `AUTH`: the data node's and, behind Sentinel, the
+/// Sentinels' own (`sentinelUsername`/`sentinelPassword` of the URL, or
+/// `--sentinel-password-file`), told apart by the Sentinel nodes' addresses.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub data: Secret,
+    pub sentinels: Option<(Vec<(String, u16)>, Secret)>,
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for Credentials {
+    async fn fetch(&self, server: Option<&Server>) -> Result<(Option<String>, Option<String>), Error> {
+        let secret = match (&self.sentinels, server) {
+            (Some((nodes, sentinel)), Some(server))
+                if nodes.contains(&(server.host.to_string(), server.port)) =>
+            {
+                sentinel
+            }
+            _ => &self.data,
+        };
+        match secret {
+            Secret::Fixed { username, password } => Ok((username.clone(), password.clone())),
+            Secret::File(file) => file.fetch(server).await,
+        }
     }
 }
 
@@ -80,7 +110,6 @@ impl PasswordFile {
         path: &Path,
         username: Option<String>,
         reload_errors: Counter,
-        sentinels: Option<SentinelAuth>,
     ) -> Result<Self, PasswordFileError> {
         let good = read(path)?;
         Ok(Self {
@@ -89,7 +118,6 @@ impl PasswordFile {
             in_flight: Arc::default(),
             last: Arc::new(Mutex::new(Last { good, failing: None })),
             reload_errors,
-            sentinels,
         })
     }
 
@@ -117,13 +145,7 @@ impl PasswordFile {
 
 #[async_trait::async_trait]
 impl CredentialProvider for PasswordFile {
-    async fn fetch(&self, server: Option<&Server>) -> Result<(Option<String>, Option<String>), Error> {
-        if let (Some(sentinels), Some(server)) = (&self.sentinels, server) {
-            let node = (server.host.to_string(), server.port);
-            if sentinels.nodes.contains(&node) {
-                return Ok((sentinels.username.clone(), sentinels.password.clone()));
-            }
-        }
+    async fn fetch(&self, _server: Option<&Server>) -> Result<(Option<String>, Option<String>), Error> {
         let taken = self
             .in_flight
             .lock()

@@ -165,6 +165,7 @@ impl std::error::Error for ConfigError {
 pub struct AddressKeys<'a> {
     pub url: &'a At,
     pub password_file: &'a At,
+    pub sentinel_password_file: &'a At,
     pub tls_ca_file: &'a At,
     pub tls_cert_file: &'a At,
     pub tls_key_file: &'a At,
@@ -184,6 +185,12 @@ impl ConfigError {
                 format!("needs a rediss:// URL, not {url}"),
             ),
             AddressError::PasswordFile(e) => Self::at(scope, keys.password_file, e),
+            AddressError::SentinelPasswordFile(e) => Self::at(scope, keys.sentinel_password_file, e),
+            AddressError::SentinelFileNeedsSentinel(url) => Self::at(
+                scope,
+                keys.sentinel_password_file,
+                format!("needs a redis-sentinel:// URL, not {url}"),
+            ),
             AddressError::Tls(e) => {
                 let at = match e.file() {
                     Some(TlsFile::Ca) => keys.tls_ca_file,

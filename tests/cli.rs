@@ -20,6 +20,10 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--max-age", "0ms"], "--max-age"),
         (&["--max-replication-lag", "soon"], "--max-replication-lag"),
         (
+            &["--sentinel-password-file", password_file],
+            "--sentinel-password-file",
+        ),
+        (
             &[
                 "--redis-url",
                 "redis-cluster://127.0.0.1:6380",

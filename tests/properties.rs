@@ -145,6 +145,7 @@ proptest! {
             &url,
             None,
             None,
+            None,
             &Default::default(),
             None,
             (&Default::default(), "redis"),

@@ -351,6 +351,28 @@ fn sentinels_with_their_own_password() {
     let daemon = start_fast(&from_file, &["--redis-password-file", file.to_str().unwrap()]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
 
+    // Both passwords from files (--sentinel-password-file), none in the URL.
+    let sentinel_file = support::write_file(master.dir(), "sentinel-password", "sentinel-pass-2\n");
+    let bare = format!("redis-sentinel://127.0.0.1:{port}/0?sentinelServiceName=mymaster");
+    let daemon = start_fast(
+        &bare,
+        &[
+            "--redis-password-file",
+            file.to_str().unwrap(),
+            "--sentinel-password-file",
+            sentinel_file.to_str().unwrap(),
+        ],
+    );
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    // Only the Sentinels' from a file, the data password in the URL.
+    let data_in_url =
+        format!("redis-sentinel://:data-pass-1@127.0.0.1:{port}/0?sentinelServiceName=mymaster");
+    let daemon = start_fast(
+        &data_in_url,
+        &["--sentinel-password-file", sentinel_file.to_str().unwrap()],
+    );
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+
     // Without the Sentinels' password: their refusal (before the `sentinel-auth` feature, the
     // data password went to the Sentinels, and this was every case's answer).
     let without = format!("redis-sentinel://:data-pass-1@127.0.0.1:{port}/0?sentinelServiceName=mymaster");
