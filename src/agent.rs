@@ -105,6 +105,7 @@ mod tests {
                     components: vec![Component {
                         id: "redis://127.0.0.1:6379".into(),
                         kind: "datastore",
+                        server: None,
                         state: Tracker::new(T).observe(outcome.clone()),
                     }],
                 })

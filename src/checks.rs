@@ -159,14 +159,17 @@ pub fn evaluate(key: String, id: String, replies: Replies, commands: &Commands, 
             id,
             outcomes,
             run: None,
+            server: None,
         };
     }
     let mut run = None;
+    let mut server = None;
     match replies.info {
         InfoReply::NotAsked => {}
         InfoReply::Text(text) => {
             let info = Info::parse(&text);
             run = info.run_id.clone().map(|id| (id, info.uptime_in_seconds));
+            server = info.server.clone();
             outcomes.push((names.role, outcome(role(&info, plan))));
             if info.role == Some(Role::Replica) {
                 outcomes.push((names.replication, outcome(replication(&info, plan))));
@@ -216,6 +219,7 @@ pub fn evaluate(key: String, id: String, replies: Replies, commands: &Commands, 
         id,
         outcomes,
         run,
+        server,
     }
 }
 

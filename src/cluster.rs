@@ -379,6 +379,7 @@ mod tests {
             .map(|(id, passing)| Component {
                 id: (*id).into(),
                 kind: "datastore",
+                server: None,
                 state: Tracker::new(Thresholds {
                     failure: 1,
                     success: 1,

@@ -33,6 +33,10 @@ struct Document<'a> {
 struct Entry<'a> {
     component_id: &'a str,
     component_type: &'static str,
+    /// Which server answered (`redis 7.0.15`, `valkey 8.1.8`): an extra member, as the draft
+    /// allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     observed_value: Option<Value<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +111,7 @@ pub fn render_document(verdict: &Verdict, description: &str) -> Bytes {
                     Entry {
                         component_id: &c.id,
                         component_type: c.kind,
+                        server: c.server.as_deref(),
                         observed_value,
                         observed_unit,
                         status: s.latest,
@@ -206,6 +211,7 @@ mod tests {
         let node = |id: &str, outcome: Outcome| Component {
             id: id.into(),
             kind: "datastore",
+            server: None,
             state: Tracker::new(T).observe(outcome),
         };
         let verdict = Verdict {

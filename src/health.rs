@@ -120,6 +120,8 @@ pub struct Report {
     pub outcomes: Vec<(&'static str, Outcome)>,
     /// The server's `run_id` and uptime, when `INFO` was read: a new `run_id` is a restart.
     pub run: Option<(String, Option<u64>)>,
+    /// Which server answered (`redis 7.0.15`, `valkey 8.1.8`), when `INFO` was read.
+    pub server: Option<String>,
 }
 
 /// The thresholds a [`Tracker`] applies.
@@ -264,6 +266,8 @@ pub struct Component {
     /// The component's id in the document (a redacted URL: never a secret).
     pub id: String,
     pub kind: &'static str,
+    /// Which server answered, as its INFO says (`redis 7.0.15`, `valkey 8.1.8`), once read.
+    pub server: Option<String>,
     pub state: ComponentState,
 }
 
@@ -408,6 +412,7 @@ pub(crate) mod fixtures {
                 components: vec![Component {
                     id: "redis://:***@127.0.0.1:6379".into(),
                     kind: "datastore",
+                    server: None,
                     state,
                 }],
             }],

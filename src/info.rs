@@ -10,6 +10,9 @@ pub struct Info {
     pub uptime_in_seconds: Option<u64>,
     /// `redis_mode` (`server_mode` on Valkey): `standalone`, `cluster` or `sentinel`.
     pub mode: Option<String>,
+    /// Which server answered: `valkey 8.1.8` (`server_name` and `valkey_version`; Valkey also
+    /// says `redis_version:7.2.4` for compatibility), else `redis 7.0.15`.
+    pub server: Option<String>,
     pub role: Option<Role>,
     /// `master_host:master_port` of a replica.
     pub master: Option<String>,
@@ -92,6 +95,7 @@ impl Info {
         let mut info = Info::default();
         let mut master_host = None;
         let mut master_port = None;
+        let (mut server_name, mut redis_version, mut valkey_version) = (None, None, None);
         for line in text.lines() {
             if line.trim() == "# Keyspace" {
                 info.expires.get_or_insert(0);
@@ -113,6 +117,9 @@ impl Info {
                 "run_id" => info.run_id = Some(value),
                 "uptime_in_seconds" => info.uptime_in_seconds = value.parse().ok(),
                 "redis_mode" | "server_mode" => info.mode = Some(value),
+                "server_name" => server_name = Some(value),
+                "redis_version" => redis_version = Some(value),
+                "valkey_version" => valkey_version = Some(value),
                 "role" => {
                     info.role = match value.as_str() {
                         "master" => Some(Role::Master),
@@ -149,6 +156,11 @@ impl Info {
                 }
             }
         }
+        info.server = match (server_name.as_deref(), valkey_version, redis_version) {
+            (Some("valkey"), Some(version), _) => Some(format!("valkey {version}")),
+            (_, _, Some(version)) => Some(format!("redis {version}")),
+            _ => None,
+        };
         info.master = match (master_host, master_port) {
             (Some(host), Some(port)) if host.contains(':') => Some(format!("[{host}]:{port}")),
             (Some(host), Some(port)) => Some(format!("{host}:{port}")),
@@ -208,6 +220,7 @@ mod tests {
                 run_id: Some("d0c50833e71e4b3fb20cb886fea3f032af7c365b".into()),
                 uptime_in_seconds: Some(12),
                 mode: Some("standalone".into()),
+                server: Some("redis 7.0.15".into()),
                 role: Some(Role::Replica),
                 master: Some("10.0.0.7:6379".into()),
                 master_link_status: Some("down".into()),
@@ -239,6 +252,9 @@ mod tests {
         // An empty keyspace section: no key has an expiry. No section: unknown.
         assert_eq!(Info::parse("# Keyspace\r\n").expires, Some(0));
         assert_eq!(Info::parse("role:master\r\n").expires, None);
+        let valkey =
+            Info::parse("# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n");
+        assert_eq!(valkey.server.as_deref(), Some("valkey 8.1.8"));
     }
 
     #[test]

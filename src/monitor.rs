@@ -266,6 +266,7 @@ fn stale(target: &Target, max_age: Duration) -> NamedCheck {
         components: vec![Component {
             id: target.redis.redacted().to_owned(),
             kind: "datastore",
+            server: None,
             state: Tracker::new(at_once).observe(outcome),
         }],
         readiness: target.readiness,
@@ -283,6 +284,7 @@ pub fn pending(target: &Target) -> NamedCheck {
         components: vec![Component {
             id: target.redis.redacted().to_owned(),
             kind: "datastore",
+            server: None,
             state: Tracker::new(target.thresholds).observe(outcome),
         }],
         readiness: target.readiness,
@@ -311,6 +313,7 @@ pub fn judge(reports: Vec<Report>, trackers: &mut Trackers, target: &Target) -> 
             let component = Component {
                 id: report.id.clone(),
                 kind: "datastore",
+                server: report.server.clone(),
                 state,
             };
             match checks.iter_mut().find(|c| c.name == name) {
@@ -412,6 +415,7 @@ mod tests {
             id: id.into(),
             outcomes: Vec::new(),
             run: Some((run.into(), Some(1))),
+            server: None,
         };
         let target = &config.targets[0];
         let mut seen = Seen::new();
@@ -445,6 +449,7 @@ mod tests {
             id: key.into(),
             outcomes: Vec::new(),
             run: Some((run.into(), Some(1))),
+            server: None,
         };
         let mut run_ids = Seen::new();
         let target = &config.targets[0];
@@ -488,6 +493,7 @@ mod tests {
             components: vec![Component {
                 id: target.redis.redacted().to_owned(),
                 kind: "datastore",
+                server: None,
                 state: Tracker::new(crate::health::Thresholds {
                     failure: 1,
                     success: 1,

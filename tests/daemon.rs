@@ -41,6 +41,13 @@ fn healthy_redis_is_ready_on_every_endpoint() {
     let entry = &doc["checks"]["redis:responseTime"][0];
     assert_eq!(entry["componentId"], redis.url());
     assert_eq!(entry["componentType"], "datastore");
+    // Which server answered, from its INFO (Debian's 7.0 here).
+    assert!(
+        entry["server"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("redis 7.")),
+        "{entry}"
+    );
     assert_eq!(entry["observedUnit"], "ms");
     assert_eq!(entry["status"], "pass");
     assert_eq!(entry["consecutiveFailures"], 0);

@@ -38,6 +38,7 @@ fn outputs(config: &Config) -> Vec<String> {
             components: vec![Component {
                 id: config.targets[0].redis.redacted().to_owned(),
                 kind: "datastore",
+                server: None,
                 state,
             }],
             readiness: true,

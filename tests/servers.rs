@@ -14,7 +14,7 @@ use support::{check_state, start_fast, wait_for_check, RedisServer, DETECT};
 
 /// Healthy, then memory full under noeviction, then demoted under the URL: what a newcomer
 /// meets first, on each server.
-fn state_checks_hold(binary: &Path) {
+fn state_checks_hold(binary: &Path, server: &str) {
     let redis = RedisServer::start_binary(binary, &[]);
     let other = RedisServer::start_binary(binary, &[]);
     let plain = start_fast(
@@ -42,6 +42,12 @@ fn state_checks_hold(binary: &Path) {
         support::entry(plain.addr, "redis:role")["observedValue"],
         "master"
     );
+    // The document says which server answered.
+    let named = support::entry(plain.addr, "redis:role")["server"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(named.starts_with(server), "{named}");
 
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "500kb"]);
@@ -67,7 +73,7 @@ fn redis_6_2_state_checks_hold_through_the_plain_info_fallback() {
     assert!(refused.starts_with("ERR"), "{refused}");
     assert!(redis.cli(&["INFO", "server"]).contains("redis_version:6.2"));
     drop(redis);
-    state_checks_hold(&binary);
+    state_checks_hold(&binary, "redis 6.2.");
 }
 
 #[test]
@@ -80,7 +86,7 @@ fn valkey_8_state_checks_hold() {
         "{info}"
     );
     drop(valkey);
-    state_checks_hold(&binary);
+    state_checks_hold(&binary, "valkey 8.");
 }
 
 /// Valkey's own LOADING text ("Valkey is loading ..."): matched by its first word, with the

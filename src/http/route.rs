@@ -305,6 +305,7 @@ mod tests {
                     components: vec![Component {
                         id: "redis://127.0.0.1:6379".into(),
                         kind: "datastore",
+                        server: None,
                         state: ComponentState {
                             status: *status,
                             latest: *status,
