@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fred::prelude::{Server, ServerConfig};
 use url::Url;
 
-use crate::credentials::{Credentials, PasswordFile, PasswordFileError, Secret};
+use crate::credentials::{sentinels_of, Credentials, PasswordFile, PasswordFileError, Secret};
 use crate::tls::{Reloader, TargetLabel, TlsError, TlsFiles, TlsMetrics};
 
 /// Why an address cannot be used; its variants say which value is at fault. Never holds a
@@ -165,31 +165,17 @@ impl RedisAddress {
             .transpose()
             .map_err(AddressError::PasswordFile)?;
         // Behind Sentinel: the Sentinels' credentials, from the URL or their own file.
-        let sentinels = match (&client.server, sentinel_password_file) {
-            (
-                ServerConfig::Sentinel {
-                    hosts,
-                    username,
-                    password,
-                    ..
-                },
-                file,
-            ) => {
-                let nodes = hosts.iter().map(|h| (h.host.to_string(), h.port)).collect();
-                let secret = match file {
-                    Some(path) => Secret::File(
-                        PasswordFile::new(path, username.clone(), reload_errors)
-                            .map_err(AddressError::SentinelPasswordFile)?,
-                    ),
-                    None => Secret::Fixed {
-                        username: username.clone(),
-                        password: password.clone(),
-                    },
-                };
-                Some((nodes, secret, file.is_some()))
+        let sentinels = match (sentinels_of(&client.server), sentinel_password_file) {
+            (Some((nodes, username, password)), None) => {
+                Some((nodes, Secret::Fixed { username, password }, false))
             }
-            (_, Some(_)) => return Err(AddressError::SentinelFileNeedsSentinel(quoted)),
-            (_, None) => None,
+            (Some((nodes, username, _)), Some(path)) => {
+                let file = PasswordFile::new(path, username, reload_errors)
+                    .map_err(AddressError::SentinelPasswordFile)?;
+                Some((nodes, Secret::File(file), true))
+            }
+            (None, Some(_)) => return Err(AddressError::SentinelFileNeedsSentinel(quoted)),
+            (None, None) => None,
         };
         // With a file on either side, fred asks this provider before every AUTH, so a rotated
         // file takes effect on the next connection; without one fred sends the URL's own.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use fred::prelude::{Error, Server};
+use fred::prelude::{Error, Server, ServerConfig};
 use fred::types::config::CredentialProvider;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
@@ -57,13 +57,34 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Servers by `(host, port)`.
+pub type Nodes = Vec<(String, u16)>;
+
+/// The Sentinel nodes' addresses, and the Sentinels' own username and password in the URL
+/// (`sentinelUsername`, `sentinelPassword`); `None` when the URL names no Sentinel.
+pub fn sentinels_of(server: &ServerConfig) -> Option<(Nodes, Option<String>, Option<String>)> {
+    match server {
+        ServerConfig::Sentinel {
+            hosts,
+            username,
+            password,
+            ..
+        } => Some((
+            hosts.iter().map(|h| (h.host.to_string(), h.port)).collect(),
+            username.clone(),
+            password.clone(),
+        )),
+        _ => None,
+    }
+}
+
 /// The credentials fred fetches before each `AUTH`: the data node's and, behind Sentinel, the
 /// Sentinels' own (`sentinelUsername`/`sentinelPassword` of the URL, or
 /// `--sentinel-password-file`), told apart by the Sentinel nodes' addresses.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub data: Secret,
-    pub sentinels: Option<(Vec<(String, u16)>, Secret)>,
+    pub sentinels: Option<(Nodes, Secret)>,
 }
 
 #[async_trait::async_trait]

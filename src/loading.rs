@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::{Builder, ClientLike, Error, Server};
-use fred::types::config::CredentialProvider;
+use fred::prelude::{Builder, ClientLike};
 
+use crate::credentials::{sentinels_of, Credentials, Secret};
 use crate::health::Failure;
 use crate::info::Info;
 
@@ -38,10 +38,15 @@ async fn progress(client_config: &fred::prelude::Config, budget: Duration) -> Op
     let mut config = client_config.clone();
     config.fail_fast = true;
     if config.credential_provider.is_none() {
-        config.credential_provider = Some(Arc::new(UrlCredentials {
+        // The URL's own credentials, and behind Sentinel the Sentinels' apart (a provider
+        // takes precedence over both).
+        let data = Secret::Fixed {
             username: config.username.clone(),
             password: config.password.clone(),
-        }));
+        };
+        let sentinels = sentinels_of(&config.server)
+            .map(|(nodes, username, password)| (nodes, Secret::Fixed { username, password }));
+        config.credential_provider = Some(Arc::new(Credentials { data, sentinels }));
     }
     let client = Builder::from_config(config)
         .with_connection_config(|c| {
@@ -67,28 +72,4 @@ async fn progress(client_config: &fred::prelude::Config, budget: Duration) -> Op
     .flatten();
     let _ = tokio::time::timeout(budget, client.quit()).await;
     Info::parse(&asked?).loading?.describe()
-}
-
-/// The URL's own credentials (or none), given to fred as a provider: with one, fred connects
-/// with `AUTH` (skipped without a password) instead of a `PING`. Never shows the password.
-#[derive(Clone)]
-struct UrlCredentials {
-    username: Option<String>,
-    password: Option<String>,
-}
-
-impl std::fmt::Debug for UrlCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UrlCredentials")
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
-
-#[async_trait::async_trait]
-impl CredentialProvider for UrlCredentials {
-    async fn fetch(&self, _server: Option<&Server>) -> Result<(Option<String>, Option<String>), Error> {
-        Ok((self.username.clone(), self.password.clone()))
-    }
 }
