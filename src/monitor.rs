@@ -253,13 +253,23 @@ fn stale(target: &Target, max_age: Duration) -> NamedCheck {
         "stale: no check of this target completed within max-age {}; its check loop is wedged",
         humantime::format_duration(max_age)
     );
-    let outcome = Outcome {
-        at: SystemTime::now(),
-        result: Err(Failure::Error(reason)),
-    };
+    // Failing at once, whatever the target's thresholds: the loop is wedged.
     let at_once = crate::health::Thresholds {
         failure: 1,
         success: 1,
+    };
+    failing_response_time(target, Failure::Error(reason), at_once)
+}
+
+/// A target's `responseTime` check with one failing component: its address and `failure`.
+fn failing_response_time(
+    target: &Target,
+    failure: Failure,
+    thresholds: crate::health::Thresholds,
+) -> NamedCheck {
+    let outcome = Outcome {
+        at: SystemTime::now(),
+        result: Err(failure),
     };
     NamedCheck {
         name: target.checks.names.response_time,
@@ -267,7 +277,7 @@ fn stale(target: &Target, max_age: Duration) -> NamedCheck {
             id: target.redis.redacted().to_owned(),
             kind: "datastore",
             server: None,
-            state: Tracker::new(at_once).observe(outcome),
+            state: Tracker::new(thresholds).observe(outcome),
         }],
         readiness: target.readiness,
     }
@@ -275,20 +285,11 @@ fn stale(target: &Target, max_age: Duration) -> NamedCheck {
 
 /// The `responseTime` check of a target with no completed round yet: failing, not yet known.
 pub fn pending(target: &Target) -> NamedCheck {
-    let outcome = Outcome {
-        at: SystemTime::now(),
-        result: Err(Failure::Unreachable(NO_CHECK_YET.to_owned())),
-    };
-    NamedCheck {
-        name: target.checks.names.response_time,
-        components: vec![Component {
-            id: target.redis.redacted().to_owned(),
-            kind: "datastore",
-            server: None,
-            state: Tracker::new(target.thresholds).observe(outcome),
-        }],
-        readiness: target.readiness,
-    }
+    failing_response_time(
+        target,
+        Failure::Unreachable(NO_CHECK_YET.to_owned()),
+        target.thresholds,
+    )
 }
 
 /// Why a target has no verdict yet.

@@ -21,30 +21,13 @@ struct Sentinel {
 
 impl Sentinel {
     fn start(master_port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let config = support::write_file(
-            dir.path(),
-            "sentinel.conf",
-            &format!(
-                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds mymaster {}\nsentinel failover-timeout mymaster 5000\n",
-                DOWN_AFTER.as_millis()
-            ),
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds mymaster {}\nsentinel failover-timeout mymaster 5000\n",
+            DOWN_AFTER.as_millis()
         );
-        let child = Command::new("redis-server")
-            .arg(&config)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server --sentinel");
-        let sentinel = Self {
-            port,
-            child,
-            _dir: dir,
-        };
+        let sentinel = Self::spawn(&conf, port);
         wait_until(
             Duration::from_secs(10),
             "sentinel knows the master and its replica",
@@ -57,6 +40,25 @@ impl Sentinel {
             },
         );
         sentinel
+    }
+
+    /// `redis-server --sentinel` with this configuration, listening on `port`.
+    fn spawn(conf: &str, port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = support::write_file(dir.path(), "sentinel.conf", conf);
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server --sentinel");
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 }
 
@@ -288,21 +290,7 @@ fn a_failover_is_a_topology_change_and_a_restart_is_a_restart() {
 /// named `mymaster`; waits until it names that master through `cli` (redis-cli's login and TLS
 /// arguments for it).
 fn sentinel_with(conf: &str, port: u16, cli: &[&str]) -> Sentinel {
-    let dir = tempfile::tempdir().unwrap();
-    let config = support::write_file(dir.path(), "sentinel.conf", conf);
-    let child = Command::new("redis-server")
-        .arg(&config)
-        .arg("--sentinel")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server --sentinel");
-    let sentinel = Sentinel {
-        port,
-        child,
-        _dir: dir,
-    };
+    let sentinel = Sentinel::spawn(conf, port);
     wait_until(Duration::from_secs(10), "sentinel names the master", || {
         let out = Command::new("redis-cli")
             .args(["-p", &port.to_string()])
