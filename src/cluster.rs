@@ -184,13 +184,17 @@ impl Cluster {
                     // The node answers, but no node has said which nodes are the primaries.
                     node.ping = Err(Failure::Error(format!("CLUSTER SLOTS failed: {reason}")));
                 }
-                evaluate(
+                let report = evaluate(
                     key(&server),
                     self.target.redis.server_url(&server),
                     node,
                     &commands,
                     plan,
-                )
+                );
+                if let Some(connection) = self.nodes.get_mut(&key(&server)) {
+                    connection.watch_closely(!report.all_pass());
+                }
+                report
             })
             .collect()
     }

@@ -271,11 +271,19 @@ impl Config {
         })
     }
 
-    /// The shortest delay before a reconnect attempt (jitter of up to an interval is added to
-    /// it, see `connection::reconnect_policy`), and the shortest gap between two checks that
-    /// connection events trigger: a tenth of the interval, between 50 ms and 1 s.
+    /// The shortest delay before a reconnect attempt, and the shortest gap between two checks
+    /// that connection events trigger: a tenth of the interval, between 50 ms and 1 s.
     pub fn reconnect_delay(&self) -> Duration {
         (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// How long a lost connection waits at most between reconnect attempts: the interval and
+    /// 1.5 s more. The first attempt comes at a random moment within it, every later one a
+    /// window after the previous, so a fleet that lost one Redis at the same moment comes back
+    /// spread over the whole window, each sidecar within interval + 2 s of Redis accepting
+    /// (see `connection::reconnect_policy`).
+    pub fn reconnect_window(&self) -> Duration {
+        self.interval + Duration::from_millis(1500)
     }
 }
 

@@ -124,6 +124,15 @@ pub struct Report {
     pub server: Option<String>,
 }
 
+impl Report {
+    /// True when every check passed, with no warning.
+    pub fn all_pass(&self) -> bool {
+        self.outcomes
+            .iter()
+            .all(|(_, outcome)| matches!(&outcome.result, Ok(reading) if reading.warning.is_none()))
+    }
+}
+
 /// The thresholds a [`Tracker`] applies.
 #[derive(Clone, Copy, Debug)]
 pub struct Thresholds {

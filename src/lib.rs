@@ -67,6 +67,7 @@ pub mod exit;
 pub mod health;
 pub mod http;
 pub mod info;
+pub mod info_schedule;
 pub mod kube;
 pub mod loading;
 pub mod metrics;

@@ -63,7 +63,9 @@ impl Servers {
                 let commands = target.checks.commands();
                 let replies = connection.check_once(&commands).await;
                 let id = target.redis.component_id(connection.connected_to());
-                vec![evaluate(String::new(), id, replies, &commands, &target.checks)]
+                let report = evaluate(String::new(), id, replies, &commands, &target.checks);
+                connection.watch_closely(!report.all_pass());
+                vec![report]
             }
             Self::Cluster(cluster) => cluster.check(&target.checks).await,
         }

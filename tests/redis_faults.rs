@@ -249,7 +249,7 @@ fn last_pass(daemon: &DaemonProcess) -> Option<SystemTime> {
 }
 
 #[test]
-fn a_fleet_comes_back_spread_over_an_interval_not_in_one_burst() {
+fn a_fleet_comes_back_spread_over_the_reconnect_window_not_in_one_burst() {
     let mut redis = RedisServer::start();
     let fleet: Vec<DaemonProcess> = (0..20).map(|_| DaemonProcess::spawn_fast(&redis.url())).collect();
     redis.kill();
@@ -259,8 +259,10 @@ fn a_fleet_comes_back_spread_over_an_interval_not_in_one_burst() {
     std::thread::sleep(Duration::from_secs(1));
     redis.restart();
     let accepted = SystemTime::now();
+    // The README's bound: every sidecar within interval + 2 s of Redis accepting.
+    let bound = INTERVAL + Duration::from_secs(2);
     for daemon in &fleet {
-        support::wait_for(daemon.addr, "/readyz", 200, INTERVAL + Duration::from_secs(2));
+        support::wait_for(daemon.addr, "/readyz", 200, bound + SLACK);
     }
     let mut ready: Vec<Duration> = fleet
         .iter()
@@ -272,8 +274,9 @@ fn a_fleet_comes_back_spread_over_an_interval_not_in_one_burst() {
     ready.sort();
     let (first, last) = (ready[0], ready[ready.len() - 1]);
     println!("20 daemons ready again {first:?} to {last:?} after Redis accepted: {ready:?}");
-    // The previous policy (a constant 50 ms ± 10 ms here) brought all of them back within
-    // about 60 ms; jitter over the 500 ms interval spreads them.
-    assert!(last - first >= Duration::from_millis(150), "{ready:?}");
-    assert!(last <= INTERVAL + Duration::from_secs(1), "{ready:?}");
+    // The first policy (a constant 50 ms ± 10 ms here) brought all of them back within about
+    // 60 ms; the reconnect window (interval + 1.5 s) spreads them over up to 2 s.
+    assert!(last - first >= Duration::from_millis(500), "{ready:?}");
+    assert!(last <= bound, "{ready:?}");
+    assert!(last >= INTERVAL, "spread past one interval: {ready:?}");
 }

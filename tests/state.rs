@@ -10,11 +10,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    check_state, metric, start_fast, wait_for_check, wait_until, DaemonProcess, RedisServer, DETECT, INTERVAL,
+    check_state, metric, start_fast, wait_for_check, wait_until, DaemonProcess, RedisServer, DETECT,
+    DETECT_IN_FULL_INFO, INTERVAL,
 };
 
-/// A state change is seen at the next check: within an interval plus the timeout (and slack).
+/// A change of role or replication link is seen at the next check: within an interval plus
+/// the timeout (and slack); so is the recovery of a state that is not passing (its sections are
+/// read every round until it passes).
 const SEEN: Duration = DETECT;
+/// Memory, persistence and the keyspace are read every fifth round: within five intervals
+/// plus the timeout (and slack).
+const SEEN_IN_FULL_INFO: Duration = DETECT_IN_FULL_INFO;
 
 #[test]
 fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writes() {
@@ -39,7 +45,7 @@ fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writ
     let full = Instant::now();
     assert!(redis.cli(&["SET", "k", "v"]).starts_with("OOM"), "writes fail");
     assert_eq!(redis.cli(&["PING"]), "PONG", "PING does not see it");
-    let (_, output) = wait_for_check(plain.addr, "redis:memory", "warn", "over maxmemory 1 MiB", SEEN);
+    let (_, output) = wait_for_check(plain.addr, "redis:memory", "warn", "over maxmemory 1 MiB", SEEN_IN_FULL_INFO);
     println!(
         "memory full: redis:memory warn after {:?}: {output}",
         full.elapsed()
@@ -84,7 +90,7 @@ fn memory_full_with_a_volatile_policy_and_nothing_to_evict_warns() {
     redis.cli(&["CONFIG", "SET", "maxmemory", "1mb"]);
     let full = Instant::now();
     assert!(redis.cli(&["SET", "k", "v"]).starts_with("OOM"), "writes fail");
-    let (_, output) = wait_for_check(daemon.addr, "redis:memory", "warn", "no key with an expiry", SEEN);
+    let (_, output) = wait_for_check(daemon.addr, "redis:memory", "warn", "no key with an expiry", SEEN_IN_FULL_INFO);
     println!(
         "volatile-lru, no TTLs, full: redis:memory warn after {:?}: {output}",
         full.elapsed()
@@ -323,7 +329,7 @@ fn a_failed_rdb_save_warns_naming_the_field() {
         "redis:persistence",
         "warn",
         "rdb_last_bgsave_status:err",
-        SEEN,
+        SEEN_IN_FULL_INFO,
     );
     println!("failed BGSAVE: redis:persistence warn after {took:?}: {output}");
     assert_eq!(daemon.status("/readyz"), 200);
@@ -548,16 +554,20 @@ fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, f64>
         .collect()
 }
 
+/// `INFO` calls per interval: `INFO replication` every round, and every fifth round the five
+/// sections the state checks read, one `INFO` each.
+const INFO_CALLS: f64 = (4.0 + 5.0) / 5.0;
+
 #[test]
 fn each_interval_costs_ping_and_info_plus_one_command_per_opt_in() {
     for (extra, expected) in [
         (
             &[][..],
-            [("ping", 1.0), ("info", 1.0), ("set", 0.0), ("exists", 0.0)],
+            [("ping", 1.0), ("info", INFO_CALLS), ("set", 0.0), ("exists", 0.0)],
         ),
         (
             &["--check-writes", "--drain-key", "drain"][..],
-            [("ping", 1.0), ("info", 1.0), ("set", 1.0), ("exists", 1.0)],
+            [("ping", 1.0), ("info", INFO_CALLS), ("set", 1.0), ("exists", 1.0)],
         ),
     ] {
         let redis = RedisServer::start();
@@ -597,8 +607,7 @@ fn each_interval_costs_ping_and_info_plus_one_command_per_opt_in() {
 
 #[test]
 fn a_server_without_info_warns_and_stays_ready() {
-    // INFO renamed away: both the several-sections form and the plain-INFO fallback are
-    // refused with ERR; the state checks say so and never fail the verdict.
+    // INFO renamed away: refused with ERR; the state checks say so and never fail the verdict.
     let redis = RedisServer::start_with(&["--rename-command", "INFO", ""]);
     let daemon = start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
@@ -608,4 +617,57 @@ fn a_server_without_info_warns_and_stays_ready() {
         "{output}"
     );
     assert_eq!(daemon.get("/health").json()["status"], "warn");
+}
+
+/// The sections each check asked, in the order asked, from Redis's slowlog (every command
+/// logged): `replication`, `memory`...
+fn info_sections_asked(redis: &RedisServer) -> Vec<String> {
+    let log = redis.cli(&["SLOWLOG", "GET", "100000"]);
+    let lines: Vec<&str> = log.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter(|pair| pair[0] == "INFO")
+        .map(|pair| pair[1].to_owned())
+        .collect()
+}
+
+/// The detection bounds the README states: role and replication link within one interval
+/// (every round asks `INFO replication`), memory and persistence within five (every fifth
+/// round asks every section), and a state that is not passing asked every round until it
+/// passes, so its recovery shows at the next round.
+#[test]
+fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_passing() {
+    let redis = RedisServer::start_with(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000"]);
+    let daemon = start_fast(&redis.url(), &[]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    redis.cli(&["SLOWLOG", "RESET"]);
+    let pings = |redis: &RedisServer| command_calls(redis).get("ping").copied().unwrap_or(0.0);
+    let before = pings(&redis);
+    wait_until(INTERVAL * 30, "ten rounds", || pings(&redis) - before >= 10.0);
+    let asked = info_sections_asked(&redis);
+    let count = |section: &str| asked.iter().filter(|s| *s == section).count();
+    println!("10 healthy rounds asked {asked:?}");
+    assert!((10..=12).contains(&count("replication")), "{asked:?}");
+    assert!((2..=3).contains(&count("memory")), "{asked:?}");
+    assert_eq!(count("memory"), count("persistence"));
+    assert_eq!(count("memory"), count("keyspace"));
+    assert_eq!(count("memory"), count("server"));
+
+    // Memory full: seen within five intervals, then asked every round until it passes.
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let full = Instant::now();
+    let (took, _) = wait_for_check(daemon.addr, "redis:memory", "warn", "over maxmemory", SEEN_IN_FULL_INFO);
+    println!("memory full: warn after {took:?} (bound {SEEN_IN_FULL_INFO:?})");
+    assert!(full.elapsed() <= SEEN_IN_FULL_INFO);
+    redis.cli(&["SLOWLOG", "RESET"]);
+    let before = pings(&redis);
+    wait_until(INTERVAL * 15, "four rounds", || pings(&redis) - before >= 4.0);
+    let asked = info_sections_asked(&redis);
+    let memory = asked.iter().filter(|s| *s == "memory").count();
+    println!("4 rounds while memory warns asked {asked:?}");
+    assert!(memory >= 4, "{asked:?}");
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    let (took, _) = wait_for_check(daemon.addr, "redis:memory", "pass", "", SEEN);
+    println!("memory cleared: pass after {took:?} (bound {SEEN:?})");
 }

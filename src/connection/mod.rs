@@ -3,25 +3,23 @@
 //! failure, and commands bounded by the check budget. The check loop holds one; a cluster holds one
 //! per node.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fred::prelude::{
     Builder, Client, ClientLike, Error, ErrorKind, EventInterface, FromValue, Options, ReconnectPolicy,
-    Server, Value,
+    Server,
 };
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::checks::{Commands, InfoReply, Replies};
 use crate::config::Config;
 use crate::health::Failure;
-use crate::loading;
+use crate::info_schedule::InfoSchedule;
 use crate::reason::describe;
 
-/// The `INFO` sections the state checks read.
-const INFO_SECTIONS: [&str; 5] = ["server", "replication", "persistence", "memory", "keyspace"];
+mod check;
 
 /// A connection event from the client.
 pub enum Event {
@@ -59,7 +57,7 @@ pub struct Connection {
     /// has failed since: Redis may be fine (a `CLIENT KILL`, an idle timeout, a proxy), so
     /// checks hold the verdict while the server still accepts connections.
     dropped_at: Option<Instant>,
-    /// How long a drop may hold the verdict: the reconnect attempt starts within an interval
+    /// How long a drop may hold the verdict: the reconnect attempt starts within the reconnect window
     /// (the policy's cap) and is bounded by the check budget.
     hold_for: Duration,
     /// Connection-level errors and failed reconnect attempts since start (a metric).
@@ -68,8 +66,8 @@ pub struct Connection {
     connected_to: Option<Server>,
     /// The `NOPERM` reply to INFO on this connection: INFO is not asked again until the next.
     info_denied: Option<String>,
-    /// The server refused `INFO` with several sections (before Redis 7.0): ask plain `INFO`.
-    info_plain: bool,
+    /// Which `INFO` sections the next check asks, and the latest reply with all of them.
+    info_schedule: InfoSchedule,
     /// The client closed its event streams (it quit): no more events will come.
     events_closed: bool,
     /// What this connection was built from, to build its replacement.
@@ -83,6 +81,8 @@ struct Recipe {
     policy: ReconnectPolicy,
     timeout: Duration,
     interval: Duration,
+    /// The longest wait between reconnect attempts.
+    window: Duration,
 }
 
 impl Connection {
@@ -98,6 +98,7 @@ impl Connection {
             policy: reconnect_policy(config),
             timeout: config.timeout,
             interval: config.interval,
+            window: config.reconnect_window(),
         };
         Self::open(recipe, connection_errors)
     }
@@ -144,141 +145,14 @@ impl Connection {
             connection_error: None,
             trust_error_for: recipe.interval,
             dropped_at: None,
-            hold_for: recipe.interval + timeout * 2,
+            hold_for: recipe.window + timeout * 2,
             connection_errors,
             connected_to: None,
             info_denied: None,
-            info_plain: false,
+            info_schedule: InfoSchedule::default(),
             events_closed: false,
             recipe,
         })
-    }
-
-    /// PINGs once, with what `commands` adds sent alongside on the same connection (pipelined, so
-    /// a check is still one round trip), everything bounded by the check budget.
-    ///
-    /// While the client knows the connection is down (a connection error since the last
-    /// connect), the check fails at once with that error: fred would otherwise queue the PING
-    /// until its next reconnect attempt and the crash would show only as a timeout.
-    pub async fn check_once(&mut self, commands: &Commands) -> Replies {
-        let at = SystemTime::now();
-        if let Some(failure) = self.known_failure().await {
-            // LOADING says how far the load is where INFO may be asked (boxed: a client's
-            // connect and INFO futures would grow every check's future).
-            let ask = commands.info && self.info_denied.is_none();
-            let config = &self.recipe.client_config;
-            let failure = Box::pin(loading::explain(failure, ask, config, self.budget)).await;
-            return Replies::failed(at, failure);
-        }
-        let started = Instant::now();
-        let client = self.client.with_options(&self.options);
-        let ping = async {
-            let reply = Box::pin(client.ping::<String>(None)).await;
-            (reply, started.elapsed())
-        };
-        let cluster_info = async {
-            if commands.cluster_info {
-                Some(self.query::<String>("CLUSTER", &["INFO"]).await)
-            } else {
-                None
-            }
-        };
-        let ask_info = commands.info && self.info_denied.is_none();
-        let info = async {
-            if ask_info {
-                Some(self.info().await)
-            } else {
-                None
-            }
-        };
-        let write = async {
-            let (key, ttl) = commands.write.as_ref()?;
-            let started = Instant::now();
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            let set = CustomCommand::new_static("SET", ClusterHash::FirstKey, false);
-            let args: Vec<Value> = vec![
-                key.as_str().into(),
-                now.as_millis().to_string().into(),
-                "PX".into(),
-                ttl.as_millis().to_string().into(),
-            ];
-            let reply = Box::pin(client.custom::<Value, _>(set, args)).await;
-            Some(reply.map(|_| started.elapsed()))
-        };
-        let drain = async {
-            let key = commands.drain.as_ref()?;
-            let exists = CustomCommand::new_static("EXISTS", ClusterHash::FirstKey, false);
-            let reply = Box::pin(client.custom::<i64, _>(exists, vec![Value::from(key.as_str())])).await;
-            Some(reply.map(|n| n > 0))
-        };
-        // Each fred command future is boxed (several KiB each): unboxed, this check's future
-        // was 70 KiB, copied through the stack on every spawn and poll.
-        // fred's own timeout ends each command; this outer one (twice the budget) is only a
-        // backstop, so that no fault inside the client can ever wedge the check loop.
-        let replies = tokio::time::timeout(self.budget * 2, async {
-            tokio::join!(ping, cluster_info, info, write, drain)
-        })
-        .await;
-        // The reason for a failed PING often arrives as a connection error at the same moment.
-        self.drain_events();
-        let Ok(((ping, elapsed), cluster_info, info, write, drain)) = replies else {
-            return Replies::failed(at, Failure::Timeout(self.budget));
-        };
-        let ping = match ping {
-            Ok(pong) if pong == "PONG" => Ok(elapsed),
-            Ok(other) => Err(Failure::Error(format!(
-                "unexpected reply to PING: {:?}",
-                other.chars().take(64).collect::<String>()
-            ))),
-            Err(e) => Err(self.failure(&e)),
-        };
-        let info = match info {
-            None if self.info_denied.is_some() => {
-                InfoReply::Denied(self.info_denied.clone().unwrap_or_default())
-            }
-            None => InfoReply::NotAsked,
-            Some(reply) => self.info_reply(reply).await,
-        };
-        Replies {
-            at,
-            ping,
-            cluster_info,
-            info,
-            write: write.map(|reply| reply.map_err(|e| self.failure(&e))),
-            drain: drain.map(|reply| reply.map_err(|e| self.failure(&e))),
-        }
-    }
-
-    /// `INFO` with the sections the state checks read, or all of it where the server refuses
-    /// several sections in one call (before Redis 7.0).
-    async fn info(&self) -> Result<String, String> {
-        if self.info_plain {
-            self.query::<String>("INFO", &[]).await
-        } else {
-            self.query::<String>("INFO", &INFO_SECTIONS).await
-        }
-    }
-
-    /// Reads an `INFO` reply: a `NOPERM` stops INFO until the next connection; an `ERR` to the
-    /// several-sections form switches to plain `INFO` at once.
-    async fn info_reply(&mut self, reply: Result<String, String>) -> InfoReply {
-        let reply = match reply {
-            Err(reason) if reason.starts_with("ERR") && !self.info_plain => {
-                debug!(reason = %reason, "INFO with several sections refused; asking plain INFO");
-                self.info_plain = true;
-                self.info().await
-            }
-            other => other,
-        };
-        match reply {
-            Ok(text) => InfoReply::Text(text),
-            Err(reason) if reason.starts_with("NOPERM") => {
-                info!(reason = %reason, "INFO is not allowed for this user; state checks are off until the next connection");
-                self.info_denied = Some(reason.clone());
-                InfoReply::Denied(reason)
-            }
-            Err(reason) => InfoReply::Failed(reason),
-        }
     }
 
     /// Runs one command under the check budget; a failure reads as its real reason.
@@ -490,7 +364,7 @@ impl Connection {
                 self.connected_to = Some(server);
                 // A new connection may have a new user or a new server: ask INFO afresh.
                 self.info_denied = None;
-                self.info_plain = false;
+                self.info_schedule.reset();
                 Event::Connected
             }
             Err(broadcast::error::RecvError::Lagged(_)) => Event::Connected,
@@ -548,9 +422,12 @@ impl Connection {
 /// within an interval of Redis. The loss itself is still seen at once (the error event triggers
 /// a check that fails without waiting).
 fn reconnect_policy(config: &Config) -> ReconnectPolicy {
-    let window = millis_u32(config.interval);
-    let mut policy = ReconnectPolicy::new_exponential(0, millis_u32(config.reconnect_delay()), window, 2);
-    policy.set_jitter(window);
+    let (delay, window) = (millis_u32(config.reconnect_delay()), millis_u32(config.reconnect_window()));
+    // fred waits min(window, delay × base^(attempt - 1) + jitter): the first wait is the delay
+    // plus up to the rest of the window, and the base makes every later one the whole window.
+    let base = window / delay.max(1) + 2;
+    let mut policy = ReconnectPolicy::new_exponential(0, delay, window, base);
+    policy.set_jitter(window.saturating_sub(delay));
     policy
 }
 
