@@ -68,7 +68,10 @@ impl InfoSchedule {
         let Some((full, rounds)) = &mut self.full else {
             return Merged::AskAll;
         };
-        let (before, after) = (Info::parse(section(full, "Replication")), Info::parse(replication));
+        let (before, after) = (
+            Info::parse(section(full, "Replication")),
+            Info::parse(replication),
+        );
         let same = before.role == after.role
             && before.master == after.master
             && before.master_link_status == after.master_link_status
@@ -117,7 +120,8 @@ mod tests {
     use super::*;
     use crate::info::Role;
 
-    const FULL: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n\r\n# Replication\r\nrole:master\r\n\
+    const FULL: &str =
+        "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n\r\n# Replication\r\nrole:master\r\n\
         connected_slaves:0\r\n\r\n# Memory\r\nused_memory:1000\r\nmaxmemory:0\r\n\r\n# Keyspace\r\n\
         db0:keys=3,expires=1,avg_ttl=0\r\n";
 
@@ -137,7 +141,11 @@ mod tests {
         }
         assert_eq!(asked, [5, 1, 1, 1, 1, 5, 1, 1, 1, 1, 5]);
         schedule.reset();
-        assert_eq!(schedule.sections(), EVERY_SECTION, "a new connection asks everything");
+        assert_eq!(
+            schedule.sections(),
+            EVERY_SECTION,
+            "a new connection asks everything"
+        );
     }
 
     #[test]
@@ -154,10 +162,14 @@ mod tests {
     fn a_replication_reply_is_read_with_the_other_sections_of_the_full_one() {
         let mut schedule = InfoSchedule::default();
         schedule.record_full(FULL);
-        let Merged::Text(text) = schedule.merge("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n") else {
+        let Merged::Text(text) = schedule.merge("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n")
+        else {
             panic!("nothing changed that matters");
         };
-        assert!(text.contains("connected_slaves:2") && !text.contains("connected_slaves:0"), "{text}");
+        assert!(
+            text.contains("connected_slaves:2") && !text.contains("connected_slaves:0"),
+            "{text}"
+        );
         let info = Info::parse(&text);
         assert_eq!(info.used_memory, Some(1000));
         assert_eq!(info.expires, Some(1), "the keyspace is counted once");
@@ -168,7 +180,11 @@ mod tests {
     #[test]
     fn a_changed_role_or_link_asks_every_section_at_once() {
         let mut schedule = InfoSchedule::default();
-        assert_eq!(schedule.merge("role:master\r\n"), Merged::AskAll, "no full reply yet");
+        assert_eq!(
+            schedule.merge("role:master\r\n"),
+            Merged::AskAll,
+            "no full reply yet"
+        );
         schedule.record_full(FULL);
         let demoted = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.7\r\nmaster_port:6379\r\n\
                        master_link_status:up\r\n";
@@ -180,11 +196,21 @@ mod tests {
 
     #[test]
     fn sections_are_found_by_their_headers() {
-        assert_eq!(section(FULL, "memory"), "# Memory\r\nused_memory:1000\r\nmaxmemory:0\r\n\r\n");
-        assert_eq!(section(FULL, "Keyspace"), "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n");
+        assert_eq!(
+            section(FULL, "memory"),
+            "# Memory\r\nused_memory:1000\r\nmaxmemory:0\r\n\r\n"
+        );
+        assert_eq!(
+            section(FULL, "Keyspace"),
+            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n"
+        );
         assert_eq!(section(FULL, "Cluster"), "");
         assert_eq!(
-            replace_section("# Server\r\nrun_id:abc\r\n", "Replication", "# Replication\r\nrole:master"),
+            replace_section(
+                "# Server\r\nrun_id:abc\r\n",
+                "Replication",
+                "# Replication\r\nrole:master"
+            ),
             "# Server\r\nrun_id:abc\r\n# Replication\r\nrole:master\r\n"
         );
     }

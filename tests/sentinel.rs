@@ -146,7 +146,7 @@ fn a_sentinel_failover_is_followed_to_the_promoted_replica() {
          daemon ready on it after {back:?}"
     );
     assert!(
-        back <= switched_at + INTERVAL + support::SLACK,
+        back <= switched_at + support::RECONNECT_WINDOW + support::SLACK,
         "{back:?} vs {switched_at:?}"
     );
 }

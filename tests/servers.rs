@@ -51,7 +51,13 @@ fn state_checks_hold(binary: &Path, server: &str) {
 
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "500kb"]);
-    let (took, output) = wait_for_check(plain.addr, "redis:memory", "warn", "with noeviction", DETECT_IN_FULL_INFO);
+    let (took, output) = wait_for_check(
+        plain.addr,
+        "redis:memory",
+        "warn",
+        "with noeviction",
+        DETECT_IN_FULL_INFO,
+    );
     println!("{}: memory full: warn after {took:?}: {output}", binary.display());
     let (_, output) = wait_for_check(plain.addr, "redis:writable", "fail", "OOM", DETECT);
     assert!(output.starts_with("OOM "), "{output}");

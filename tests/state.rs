@@ -45,7 +45,13 @@ fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writ
     let full = Instant::now();
     assert!(redis.cli(&["SET", "k", "v"]).starts_with("OOM"), "writes fail");
     assert_eq!(redis.cli(&["PING"]), "PONG", "PING does not see it");
-    let (_, output) = wait_for_check(plain.addr, "redis:memory", "warn", "over maxmemory 1 MiB", SEEN_IN_FULL_INFO);
+    let (_, output) = wait_for_check(
+        plain.addr,
+        "redis:memory",
+        "warn",
+        "over maxmemory 1 MiB",
+        SEEN_IN_FULL_INFO,
+    );
     println!(
         "memory full: redis:memory warn after {:?}: {output}",
         full.elapsed()
@@ -90,7 +96,13 @@ fn memory_full_with_a_volatile_policy_and_nothing_to_evict_warns() {
     redis.cli(&["CONFIG", "SET", "maxmemory", "1mb"]);
     let full = Instant::now();
     assert!(redis.cli(&["SET", "k", "v"]).starts_with("OOM"), "writes fail");
-    let (_, output) = wait_for_check(daemon.addr, "redis:memory", "warn", "no key with an expiry", SEEN_IN_FULL_INFO);
+    let (_, output) = wait_for_check(
+        daemon.addr,
+        "redis:memory",
+        "warn",
+        "no key with an expiry",
+        SEEN_IN_FULL_INFO,
+    );
     println!(
         "volatile-lru, no TTLs, full: redis:memory warn after {:?}: {output}",
         full.elapsed()
@@ -484,7 +496,7 @@ fn a_user_without_info_warns_instead_of_failing_and_info_is_not_asked_again() {
     }
     assert_eq!(check_state(daemon.addr, "redis:responseTime").0, "pass");
     assert_eq!(daemon.get("/health").json()["status"], "warn");
-    // fred's INFO server at connect, and the first check's INFO: then no more.
+    // fred's INFO server at connect, and the first check's INFO (one per section): then no more.
     // ACL LOG folds repeated denials into one entry with a count.
     let denied = || -> u64 {
         let log = redis.cli(&["ACL", "LOG"]);
@@ -502,7 +514,7 @@ fn a_user_without_info_warns_instead_of_failing_and_info_is_not_asked_again() {
         denied()
     );
     assert_eq!(denied(), after_first, "INFO asked again on the same connection");
-    assert!(after_first <= 2, "{after_first} denials logged");
+    assert!(after_first <= 6, "{after_first} denials logged");
     assert_eq!(daemon.status("/readyz"), 200);
 }
 
@@ -529,7 +541,14 @@ fn a_restart_is_counted_and_logged_with_the_new_uptime() {
         .lines()
         .find(|l| l.contains("redis restarted"))
         .unwrap_or_else(|| panic!("{log}"));
-    assert!(line.contains("uptime=0s") || line.contains("uptime=1s"), "{line}");
+    // Seen at the reconnection, within the reconnect window (2 s here) of the restart.
+    let uptime: u64 = line
+        .split("uptime=")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(uptime <= 3, "{line}");
     std::thread::sleep(INTERVAL * 2);
     assert_eq!(
         metric(
@@ -657,7 +676,13 @@ fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_p
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
     let full = Instant::now();
-    let (took, _) = wait_for_check(daemon.addr, "redis:memory", "warn", "over maxmemory", SEEN_IN_FULL_INFO);
+    let (took, _) = wait_for_check(
+        daemon.addr,
+        "redis:memory",
+        "warn",
+        "over maxmemory",
+        SEEN_IN_FULL_INFO,
+    );
     println!("memory full: warn after {took:?} (bound {SEEN_IN_FULL_INFO:?})");
     assert!(full.elapsed() <= SEEN_IN_FULL_INFO);
     redis.cli(&["SLOWLOG", "RESET"]);

@@ -426,8 +426,13 @@ fn a_malformed_file_at_reload_keeps_the_last_good_set_and_says_so_once() {
     });
     // More reconnections, each reading the files again: still the last good set, still ready.
     for _ in 0..3 {
+        // The verdict holds while the daemon reconnects: wait for its connection itself.
+        wait_until(
+            support::RECONNECT_WINDOW + Duration::from_secs(2),
+            "the daemon reconnected",
+            || redis.cli(&["CLIENT", "LIST", "TYPE", "normal"]).lines().count() >= 2,
+        );
         assert_ne!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "0");
-        std::thread::sleep(Duration::from_millis(700));
         support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
     }
     let errors = support::metric(
@@ -458,8 +463,12 @@ fn a_malformed_file_at_reload_keeps_the_last_good_set_and_says_so_once() {
         daemon.addr,
         "redis_healthd_config_reload_errors_total{target=\"redis\"}",
     );
+    wait_until(
+        support::RECONNECT_WINDOW + Duration::from_secs(2),
+        "the daemon reconnected",
+        || redis.cli(&["CLIENT", "LIST", "TYPE", "normal"]).lines().count() >= 2,
+    );
     assert_ne!(redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]), "0");
-    std::thread::sleep(Duration::from_millis(700));
     support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(3));
     assert_eq!(
         support::metric(

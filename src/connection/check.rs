@@ -44,7 +44,9 @@ impl Connection {
         // queued at its first poll: the order the commands are written in.
         let info = async {
             let sections = sections?;
-            let asked = sections.iter().map(|section| Box::pin(client.info::<String>(Some(kind(section)))));
+            let asked = sections
+                .iter()
+                .map(|section| Box::pin(client.info::<String>(Some(kind(section)))));
             Some(join_all(asked).await)
         };
         let cluster_info = async {

@@ -422,7 +422,10 @@ impl Connection {
 /// within an interval of Redis. The loss itself is still seen at once (the error event triggers
 /// a check that fails without waiting).
 fn reconnect_policy(config: &Config) -> ReconnectPolicy {
-    let (delay, window) = (millis_u32(config.reconnect_delay()), millis_u32(config.reconnect_window()));
+    let (delay, window) = (
+        millis_u32(config.reconnect_delay()),
+        millis_u32(config.reconnect_window()),
+    );
     // fred waits min(window, delay × base^(attempt - 1) + jitter): the first wait is the delay
     // plus up to the rest of the window, and the base makes every later one the whole window.
     let base = window / delay.max(1) + 2;
