@@ -277,11 +277,8 @@ impl Config {
         (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// How long a lost connection waits at most between reconnect attempts: the interval and
-    /// 1.5 s more. The first attempt comes at a random moment within it, every later one a
-    /// window after the previous, so a fleet that lost one Redis at the same moment comes back
-    /// spread over the whole window, each sidecar within interval + 2 s of Redis accepting
-    /// (see `connection::reconnect_policy`).
+    /// The longest wait between reconnect attempts, interval + 1.5 s: a fleet that lost one
+    /// Redis at once comes back spread over it (see `connection::reconnect_policy`).
     pub fn reconnect_window(&self) -> Duration {
         self.interval + Duration::from_millis(1500)
     }
