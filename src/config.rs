@@ -271,8 +271,7 @@ impl Config {
         })
     }
 
-    /// The shortest delay before a reconnect attempt, and the shortest gap between two checks
-    /// that connection events trigger: a tenth of the interval, between 50 ms and 1 s.
+    /// The shortest reconnect delay and gap between event-triggered checks: interval / 10, 50 ms–1 s.
     pub fn reconnect_delay(&self) -> Duration {
         (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
