@@ -51,7 +51,8 @@ pub struct Connection {
     /// The latest connection-level error and when it came, cleared when a connection is made:
     /// the real reason behind fred's generic "Connection closed unexpectedly".
     connection_error: Option<(Failure, Instant)>,
-    /// How long a connection error is trusted to mean "down" without a PING.
+    /// How long a connection error is trusted to mean "down" without a PING: the reconnect
+    /// window, since a failed attempt refreshes it once per window.
     trust_error_for: Duration,
     /// When the connection to a server that was connected dropped, while no reconnect attempt
     /// has failed since: Redis may be fine (a `CLIENT KILL`, an idle timeout, a proxy), so
@@ -143,7 +144,7 @@ impl Connection {
             reconnects,
             settled: false,
             connection_error: None,
-            trust_error_for: recipe.interval,
+            trust_error_for: recipe.window,
             dropped_at: None,
             hold_for: recipe.window + timeout * 2,
             connection_errors,
