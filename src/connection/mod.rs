@@ -81,7 +81,6 @@ struct Recipe {
     client_config: fred::prelude::Config,
     policy: ReconnectPolicy,
     timeout: Duration,
-    interval: Duration,
     /// The longest wait between reconnect attempts.
     window: Duration,
 }
@@ -98,7 +97,6 @@ impl Connection {
             client_config,
             policy: reconnect_policy(config),
             timeout: config.timeout,
-            interval: config.interval,
             window: config.reconnect_window(),
         };
         Self::open(recipe, connection_errors)
@@ -173,7 +171,7 @@ impl Connection {
     }
 
     /// Why a check must fail without asking Redis, if it must: the client reported the
-    /// connection down less than an interval ago. Before the client's first attempt is known,
+    /// connection down less than a reconnect window ago. Before the client's first attempt is known,
     /// waits for it (bounded by the budget) so start-up does not report "not connected yet".
     async fn known_failure(&mut self) -> Option<Failure> {
         if !self.settle().await {
@@ -416,11 +414,11 @@ impl Connection {
     }
 }
 
-/// Reconnect attempts after a lost connection (forever): the first after the reconnect delay
-/// plus up to one interval of jitter, the delay's base doubling with every failed attempt, each
-/// at most one interval. A fleet of sidecars whose Redis restarts then comes back spread over an
-/// interval instead of as one burst of TLS handshakes on Redis's main thread, and each is back
-/// within an interval of Redis. The loss itself is still seen at once (the error event triggers
+/// Reconnect attempts after a lost connection (forever): the first at a random moment between
+/// the reconnect delay and the reconnect window (interval + 1.5 s), every later one a whole
+/// window after the one before. A fleet of sidecars whose Redis restarts then comes back spread
+/// over the window instead of as one burst of TLS handshakes on Redis's main thread, and each is
+/// back within a window of Redis. The loss itself is still seen at once (the error event triggers
 /// a check that fails without waiting).
 fn reconnect_policy(config: &Config) -> ReconnectPolicy {
     let (delay, window) = (
