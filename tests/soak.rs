@@ -44,6 +44,9 @@ fn soak_with_probes_and_a_flapping_redis_stays_flat() {
         step += 1;
         std::thread::sleep(Duration::from_millis(500 + (step * 389) % 1500));
         if warm.is_none() && started.elapsed() >= total / 4 {
+            // Sampled connected, as at the end: a reconnection may take up to the reconnect
+            // window, and an up phase can be shorter than that.
+            support::wait_for(addr, "/readyz", 200, Duration::from_secs(3));
             warm = Some(fds_and_rss(daemon.child.id()));
         }
         redis.kill();
