@@ -414,21 +414,20 @@ impl Connection {
     }
 }
 
-/// Reconnect attempts after a lost connection (forever): the first at a random moment between
-/// the reconnect delay and the reconnect window (interval + 1.5 s), every later one a whole
-/// window after the one before. A fleet of sidecars whose Redis restarts then comes back spread
-/// over the window instead of as one burst of TLS handshakes on Redis's main thread, and each is
-/// back within a window of Redis. The loss itself is still seen at once (the error event triggers
-/// a check that fails without waiting).
+/// Reconnect attempts after a lost connection (forever), each at a random moment between the
+/// reconnect delay and the reconnect window (interval + 1.5 s) after the one before ("full
+/// jitter"). A fleet of sidecars whose Redis restarts then comes back spread over the window
+/// instead of as one burst of TLS handshakes on Redis's main thread, and each is back within a
+/// window of Redis. Every attempt is drawn afresh, so sidecars that fell in step (many woken by
+/// the same drop on a busy host) do not stay in step: a fixed gap after the first random one
+/// would carry such a bunch into Redis's restart. The loss itself is still seen at once (the
+/// error event triggers a check that fails without waiting).
 fn reconnect_policy(config: &Config) -> ReconnectPolicy {
     let (delay, window) = (
         millis_u32(config.reconnect_delay()),
         millis_u32(config.reconnect_window()),
     );
-    // fred waits min(window, delay × base^(attempt - 1) + jitter): the first wait is the delay
-    // plus up to the rest of the window, and the base makes every later one the whole window.
-    let base = window / delay.max(1) + 2;
-    let mut policy = ReconnectPolicy::new_exponential(0, delay, window, base);
+    let mut policy = ReconnectPolicy::new_constant(0, delay);
     policy.set_jitter(window.saturating_sub(delay));
     policy
 }
@@ -474,4 +473,33 @@ fn reason_of(failure: &Failure) -> String {
 
 fn millis_u32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+
+    #[test]
+    fn every_reconnect_attempt_is_drawn_afresh_between_the_delay_and_the_window() {
+        let cli = Cli::parse_args(["redis-healthd", "--interval", "1s"]).unwrap();
+        let config = Config::from_flags(cli.serve.flags()).unwrap();
+        let (delay, window) = (100, 2500);
+        assert_eq!(millis_u32(config.reconnect_delay()), delay);
+        assert_eq!(millis_u32(config.reconnect_window()), window);
+        let mut policy = reconnect_policy(&config);
+        let waits: Vec<u64> = (0..2000).map(|_| policy.next_delay().unwrap()).collect();
+        assert!(
+            waits.iter().all(|w| (delay as u64..window as u64).contains(w)),
+            "{waits:?}"
+        );
+        // Not a fixed gap after the first: late attempts still cover the whole window.
+        let late = &waits[1000..];
+        assert!(
+            late.iter().any(|&w| w < 400) && late.iter().any(|&w| w > 2200),
+            "{late:?}"
+        );
+        let mean = late.iter().sum::<u64>() as f64 / late.len() as f64;
+        assert!((1150.0..1450.0).contains(&mean), "mean {mean}");
+    }
 }
