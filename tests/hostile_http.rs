@@ -159,6 +159,55 @@ fn probes_from_another_address_win_over_a_thousand_slowloris_connections() {
     );
 }
 
+/// The kernel completes handshakes for the listener while the accept loop is busy; it holds
+/// them in the listen backlog. A backlog of 128 (std's default) filled by a burst while the
+/// daemon was descheduled drops the next SYN, and a probe's retry comes a whole second later
+/// (one CI run: a probe took 1.03 s beside the slowloris above). Here the daemon is stopped
+/// outright while a burst connects: every connection, then a probe, must still complete at once.
+#[test]
+fn a_burst_while_the_daemon_is_paused_waits_in_the_backlog_and_is_not_dropped() {
+    let redis = RedisServer::start();
+    let daemon = support::DaemonProcess::spawn(&["--redis-url", &redis.url()], &[]);
+    support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The kernel caps the backlog at somaxconn (4096 on these machines).
+    let burst = 1000.min(somaxconn - 16);
+    daemon.signal("-STOP");
+    let source = std::net::IpAddr::from([127, 0, 0, 2]);
+    let mut slowest = Duration::ZERO;
+    let held: Vec<TcpStream> = (0..burst)
+        .map(|i| {
+            use socket2::{Domain, Socket, Type};
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+            let started = Instant::now();
+            // A dropped SYN is retried after 1 s: a connection that takes that long was dropped.
+            let connected = socket.connect_timeout(&daemon.addr.into(), Duration::from_millis(900));
+            assert!(connected.is_ok(), "connection {i} of {burst}: {connected:?}");
+            slowest = slowest.max(started.elapsed());
+            socket.into()
+        })
+        .collect();
+    let probe = std::thread::spawn({
+        let addr = daemon.addr;
+        move || timed_status(addr, "/readyz")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.signal("-CONT");
+    let (status, took) = probe.join().unwrap();
+    println!(
+        "{burst} connections made while the daemon was stopped (slowest {slowest:?}); \
+         the probe behind them answered {status} after {took:?} (300 ms of it stopped)"
+    );
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    drop(held);
+}
+
 #[test]
 fn a_flood_past_the_connection_cap_is_shed_and_probes_recover() {
     let redis = RedisServer::start();

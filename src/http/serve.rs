@@ -37,32 +37,40 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Request head buffer: probes and scrapes send a few hundred bytes; hyper's floor is 8 KiB.
 const MAX_BUF_SIZE: usize = 16 * 1024;
 
+/// Pending connections the kernel holds for the accept loop (capped by `net.core.somaxconn`).
+/// std's `TcpListener::bind` asks for 128: a flood that fills that while the loop is busy
+/// makes the kernel drop a probe's SYN, and the probe's retry comes a whole second later.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Binds the listener, with the address in the error. `[::]` is one dual-stack socket
 /// (IPv4 clients arrive as `::ffff:a.b.c.d`), whatever `net.ipv6.bindv6only` says; on a host
 /// without IPv6 it falls back to `0.0.0.0`.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let bound = if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
-        dual_stack(addr).or_else(|e| {
+        listen(addr, true).or_else(|e| {
             let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
             info!(reason = %e, "no IPv6 socket on this host: listening on {v4} only");
-            std::net::TcpListener::bind(v4)
+            listen(v4, false)
         })
     } else {
-        std::net::TcpListener::bind(addr)
+        listen(addr, false)
     };
     let listener = bound.with_context(|| format!("cannot listen on {addr}"))?;
-    listener.set_nonblocking(true)?;
     Ok(TcpListener::from_std(listener)?)
 }
 
-/// An IPv6 wildcard socket that takes IPv4 connections too.
-fn dual_stack(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A non-blocking listening socket with [`LISTEN_BACKLOG`]; `dual_stack` makes an IPv6
+/// wildcard socket take IPv4 connections too.
+fn listen(addr: SocketAddr, dual_stack: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-    socket.set_only_v6(false)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
