@@ -696,3 +696,60 @@ fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_p
     let (took, _) = wait_for_check(daemon.addr, "redis:memory", "pass", "", SEEN);
     println!("memory cleared: pass after {took:?} (bound {SEEN:?})");
 }
+
+/// A fleet's rounds reach Redis together: each daemon's rounds start on a slot of the wall
+/// clock (one of ten per interval), seen here in Redis's own MONITOR timestamps. Rounds one
+/// interval after the previous start (the design before) keep whatever phase the daemon started
+/// at, which falls this close to a slot for four daemons by chance about once in 40 runs.
+#[test]
+fn rounds_start_on_a_slot_of_the_wall_clock() {
+    use std::io::BufRead;
+    let redis = RedisServer::start();
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli monitor");
+    let daemons: Vec<DaemonProcess> = (0..4)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(37));
+            DaemonProcess::spawn(&["--redis-url", &redis.url(), "--interval", "1s"], &[])
+        })
+        .collect();
+    let lines = std::io::BufReader::new(monitor.stdout.take().unwrap()).lines();
+    let until = Instant::now() + Duration::from_millis(4500);
+    // PING moments per client address: `1764700000.123456 [0 127.0.0.1:54321] "PING"`.
+    let mut pings: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for line in lines {
+        let line = line.unwrap();
+        if let [at, _, client, command] = line.split_whitespace().collect::<Vec<_>>()[..] {
+            if command.eq_ignore_ascii_case("\"ping\"") {
+                pings
+                    .entry(client.to_owned())
+                    .or_default()
+                    .push(at.parse().unwrap());
+            }
+        }
+        if Instant::now() > until {
+            break;
+        }
+    }
+    monitor.kill().unwrap();
+    drop(daemons);
+    println!("PING moments per daemon: {pings:?}");
+    assert_eq!(pings.len(), 4, "{pings:?}");
+    for moments in pings.values() {
+        // The checks at start (and at the connection's first event) run at once; the rounds
+        // after them are on the slot: the last three of 4.5 s.
+        assert!(moments.len() >= 4, "{moments:?}");
+        let rounds = &moments[moments.len() - 3..];
+        let phases: Vec<f64> = rounds.iter().map(|at| (at * 1000.0) % 100.0).collect();
+        assert!(
+            phases.iter().all(|ms| *ms < 40.0),
+            "ms past a 100 ms slot: {phases:?}"
+        );
+        for gap in rounds.windows(2).map(|pair| pair[1] - pair[0]) {
+            assert!((0.9..=1.1).contains(&gap), "rounds {gap} s apart: {moments:?}");
+        }
+    }
+}
