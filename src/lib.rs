@@ -29,8 +29,7 @@
 //!   [`cluster`] keeps one per node of a Redis Cluster and reads its topology; [`loading`]
 //!   asks a Redis that refuses PING with `LOADING` how far its load is, on a short connection.
 //! - [`monitor`]: one check loop per target, and the publisher that merges their rounds into
-//!   [`snapshot::Snapshot`]s; [`round_clock`] puts each target's rounds on a slot of the wall
-//!   clock, so a fleet's rounds reach Redis in groups.
+//!   [`snapshot::Snapshot`]s.
 //!
 //! Serving the verdict, from the one snapshot:
 //! - [`snapshot`]: the bodies rendered once per round: [`document`] (health+json), [`kube`]
@@ -77,7 +76,6 @@ pub mod names;
 pub mod page;
 pub mod process;
 pub mod reason;
-pub mod round_clock;
 pub mod signals;
 pub mod snapshot;
 pub mod tls;

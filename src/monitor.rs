@@ -20,7 +20,6 @@ use crate::health::{Component, Failure, NamedCheck, Outcome, Report, Status, Tra
 use crate::metrics::Metrics;
 use crate::names::DEFAULT_TARGET;
 use crate::page::History;
-use crate::round_clock::RoundClock;
 use crate::snapshot::Snapshot;
 
 /// The Redis side of one target: one connection, or one per node of a cluster.
@@ -125,7 +124,6 @@ pub async fn run(
     let mut seen = Seen::new();
     let min_gap = config.reconnect_delay();
     let mut status: Option<Status> = None;
-    let round_clock = RoundClock::new(config.interval);
     let mut due = tokio::time::Instant::now();
     let mut earliest_extra = due;
     let mut events_open = true;
@@ -161,7 +159,7 @@ pub async fn run(
                 continue;
             }
         }
-        let (check_started, wall) = (tokio::time::Instant::now(), SystemTime::now());
+        let check_started = tokio::time::Instant::now();
         target.redis.reload_tls_in_background();
         let reports = servers.check(target).await;
         if let Servers::Cluster(_) = servers {
@@ -185,7 +183,7 @@ pub async fn run(
         {
             break;
         }
-        due = check_started + round_clock.next_after(wall);
+        due = check_started + config.interval;
         earliest_extra = tokio::time::Instant::now() + min_gap;
     }
     servers
