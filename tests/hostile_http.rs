@@ -87,14 +87,27 @@ fn slowloris_connections_are_cut_while_probes_stay_fast() {
     assert_eq!(daemon.status("/readyz"), 200);
 }
 
+/// A connection to `addr` from `source` (another loopback address), waiting at most `within`
+/// for the handshake when given.
+fn connect_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    within: Option<Duration>,
+) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    match within {
+        Some(within) => socket.connect_timeout(&addr.into(), within)?,
+        None => socket.connect(&addr.into())?,
+    }
+    Ok(socket.into())
+}
+
 /// A slowloris connection from `source` (another loopback address): half a request head, then
 /// nothing.
 fn slow_from(source: std::net::IpAddr, addr: SocketAddr) -> Option<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
-    socket.bind(&SocketAddr::new(source, 0).into()).ok()?;
-    socket.connect(&addr.into()).ok()?;
-    let mut stream: TcpStream = socket.into();
+    let mut stream = connect_from(source, addr, None).ok()?;
     stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n").ok()?;
     Some(stream)
 }
@@ -181,15 +194,11 @@ fn a_burst_while_the_daemon_is_paused_waits_in_the_backlog_and_is_not_dropped() 
     let mut slowest = Duration::ZERO;
     let held: Vec<TcpStream> = (0..burst)
         .map(|i| {
-            use socket2::{Domain, Socket, Type};
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
             let started = Instant::now();
             // A dropped SYN is retried after 1 s: a connection that takes that long was dropped.
-            let connected = socket.connect_timeout(&daemon.addr.into(), Duration::from_millis(900));
-            assert!(connected.is_ok(), "connection {i} of {burst}: {connected:?}");
+            let connected = connect_from(source, daemon.addr, Some(Duration::from_millis(900)));
             slowest = slowest.max(started.elapsed());
-            socket.into()
+            connected.unwrap_or_else(|e| panic!("connection {i} of {burst}: {e:?}"))
         })
         .collect();
     let probe = std::thread::spawn({
