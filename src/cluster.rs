@@ -209,7 +209,7 @@ impl Cluster {
                 break;
             }
         }
-        // A connection known to be down would hold the query until fred's next reconnect.
+        // A connection known to be down would hold the query until its next reconnect attempt.
         self.nodes.values_mut().for_each(Connection::drain_events);
         let candidates = self
             .healthy
@@ -275,8 +275,7 @@ impl Cluster {
         self.primaries = Some(primaries);
     }
 
-    /// Waits for the next connection event of any node.
-    /// The next connection event of any node; `Closed` only once every node's client has
+    /// Waits for the next connection event of any node; `Closed` only once every node's client has
     /// closed its events (one node's closing never silences the others).
     pub async fn next_event(&mut self) -> Event {
         if self.nodes.is_empty() {

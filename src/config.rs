@@ -276,8 +276,8 @@ impl Config {
         (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// The longest wait between reconnect attempts, interval + 1.5 s: a fleet that lost one
-    /// Redis at once comes back spread over it (see `connection::reconnect_policy`).
+    /// The gap between reconnect attempts, interval + 1.5 s: a fleet that lost one Redis at
+    /// once comes back spread evenly over it (see `connection::attempts`).
     pub fn reconnect_window(&self) -> Duration {
         self.interval + Duration::from_millis(1500)
     }

@@ -150,7 +150,7 @@ pub async fn run(
                         }
                         due = due.min(earliest_extra.max(tokio::time::Instant::now()));
                     }
-                    Event::StillDown => {}
+                    Event::StillDown | Event::Retrying => {}
                     Event::Closed => {
                         warn!(redis_target = target.name, "redis client closed its event streams; checks go on at the interval only");
                         events_open = false;

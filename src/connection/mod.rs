@@ -1,13 +1,12 @@
-//! One long-lived fred client to one Redis server (or one Sentinel-resolved master): a bounded
-//! reconnect policy, the connection events that trigger early checks, the real reason behind a
+//! One long-lived fred client to one Redis server (or one Sentinel-resolved master): its
+//! reconnect attempts, the connection events that trigger early checks, the real reason behind a
 //! failure, and commands bounded by the check budget. The check loop holds one; a cluster holds one
 //! per node.
 
 use std::time::{Duration, Instant};
 
 use fred::prelude::{
-    Builder, Client, ClientLike, Error, ErrorKind, EventInterface, FromValue, Options, ReconnectPolicy,
-    Server,
+    Builder, Client, ClientLike, Error, ErrorKind, EventInterface, FromValue, Options, Server,
 };
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand};
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +18,10 @@ use crate::health::Failure;
 use crate::info_schedule::InfoSchedule;
 use crate::reason::describe;
 
+mod attempts;
 mod check;
+
+use attempts::AttemptClock;
 
 /// A connection event from the client.
 pub enum Event {
@@ -29,6 +31,8 @@ pub enum Event {
     Lost,
     /// Another failed reconnect attempt during an outage already known.
     StillDown,
+    /// A reconnect attempt was started (its outcome comes as `Connected` or `StillDown`).
+    Retrying,
     /// The client quit; no more events.
     Closed,
 }
@@ -36,9 +40,14 @@ pub enum Event {
 /// One fred client and what it has said about its connection.
 pub struct Connection {
     client: Client,
-    /// The client's connection task: it ends when the first attempt fails (fail_fast), when an
-    /// error forbids reconnecting, or when the client quits.
+    /// The client's connection task: it ends when an attempt fails (fail_fast), when a
+    /// connection that was made is lost (the client has no reconnect policy: this connection
+    /// makes its own attempts), or when the client quits.
     connecting: ConnectHandle,
+    /// When a connection that was made and lost is tried again.
+    attempts: AttemptClock,
+    /// The next reconnect attempt, while a connection that was made is known down.
+    retry_at: Option<tokio::time::Instant>,
     /// Per-command options: fred's own timeout (a bare `tokio::time::timeout` would leave
     /// timed-out commands queued in the client, to burst onto Redis later), one attempt, fail at
     /// once while disconnected.
@@ -58,8 +67,8 @@ pub struct Connection {
     /// has failed since: Redis may be fine (a `CLIENT KILL`, an idle timeout, a proxy), so
     /// checks hold the verdict while the server still accepts connections.
     dropped_at: Option<Instant>,
-    /// How long a drop may hold the verdict: the reconnect attempt starts within the reconnect window
-    /// (the policy's cap) and is bounded by the check budget.
+    /// How long a drop may hold the verdict: the reconnect attempt starts within the reconnect
+    /// window (the [`AttemptClock`]'s period) and is bounded by the check budget.
     hold_for: Duration,
     /// Connection-level errors and failed reconnect attempts since start (a metric).
     connection_errors: Counter,
@@ -79,7 +88,6 @@ pub struct Connection {
 #[derive(Clone)]
 struct Recipe {
     client_config: fred::prelude::Config,
-    policy: ReconnectPolicy,
     timeout: Duration,
     /// The longest wait between reconnect attempts.
     window: Duration,
@@ -95,7 +103,6 @@ impl Connection {
     ) -> anyhow::Result<Self> {
         let recipe = Recipe {
             client_config,
-            policy: reconnect_policy(config),
             timeout: config.timeout,
             window: config.reconnect_window(),
         };
@@ -104,9 +111,10 @@ impl Connection {
 
     fn open(recipe: Recipe, connection_errors: Counter) -> anyhow::Result<Self> {
         let mut client_config = recipe.client_config.clone();
-        // fail_fast: the first attempt is made at once (without it, fred waits one jittered
-        // policy delay first); if it fails, the connection task ends and the next check starts
-        // another (`known_failure`). Once connected, a lost connection follows the policy.
+        // fail_fast: the first attempt is made at once; if it fails, the connection task ends
+        // and the next check starts another (`known_failure`). No reconnect policy: fred's
+        // delays count from the attempt before, so a lost connection is tried again at this
+        // connection's own moments of the reconnect window instead (`AttemptClock`).
         client_config.fail_fast = true;
         let timeout = recipe.timeout;
         let client = Builder::from_config(client_config)
@@ -122,7 +130,6 @@ impl Connection {
                 // 30 KiB per client: with many targets, most of the daemon's heap.
                 p.broadcast_channel_capacity = 4;
             })
-            .set_policy(recipe.policy.clone())
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the Redis client: {}", e.details()))?;
         let errors = client.error_rx();
@@ -131,6 +138,8 @@ impl Connection {
         Ok(Self {
             client,
             connecting,
+            attempts: AttemptClock::random(recipe.window),
+            retry_at: None,
             options: Options {
                 timeout: Some(timeout),
                 fail_fast: true,
@@ -183,10 +192,11 @@ impl Connection {
             )));
         }
         self.drain_events();
-        if self.connecting.is_finished() {
-            // The connection task gave up (the first attempt failed): start another, whose
-            // outcome arrives as an event (a connection made triggers a check at once). No
-            // command goes out meanwhile: none would be read until it connects.
+        if self.connecting.is_finished() && self.connected_to.is_none() {
+            // No connection made yet and the attempt failed: start another, whose outcome
+            // arrives as an event (a connection made triggers a check at once). No command
+            // goes out meanwhile: none would be read until it connects. (A connection that was
+            // made and lost is tried again at its `AttemptClock`'s moments, in `next_event`.)
             self.connecting = self.client.connect();
             return Some(self.last_cause());
         }
@@ -279,12 +289,31 @@ impl Connection {
         self.events_closed
     }
 
-    /// Waits for the next connection event and records it.
+    /// Waits for the next connection event and records it; starts the reconnect attempt that
+    /// falls due meanwhile.
     pub async fn next_event(&mut self) -> Event {
+        let retry_at = self.retry_at;
+        let retry_due = async move {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             e = self.errors.recv() => self.on_error(e),
             r = self.reconnects.recv() => self.on_reconnect(r),
+            () = retry_due => self.retry(),
         }
+    }
+
+    /// Starts a reconnect attempt unless one is under way; the next is due one window later.
+    fn retry(&mut self) -> Event {
+        self.retry_at = Some(self.attempts.next_after(tokio::time::Instant::now()));
+        if self.connecting.is_finished() {
+            debug!("reconnecting to redis");
+            self.connecting = self.client.connect();
+        }
+        Event::Retrying
     }
 
     /// Records the events already queued, without waiting.
@@ -329,6 +358,11 @@ impl Connection {
                 };
                 let was_up = self.connection_error.is_none();
                 self.connection_error = Some((failure, Instant::now()));
+                if self.connected_to.is_some() {
+                    // A lost connection, or a failed attempt to make it again: the next
+                    // attempt at this connection's next moment.
+                    self.retry_at = Some(self.attempts.next_after(tokio::time::Instant::now()));
+                }
                 if was_up {
                     // A connection that was made has dropped; before the first connection,
                     // an error is a failed attempt.
@@ -360,6 +394,7 @@ impl Connection {
                 debug!(server = %server, "redis connected");
                 self.connection_error = None;
                 self.dropped_at = None;
+                self.retry_at = None;
                 self.connected_to = Some(server);
                 // A new connection may have a new user or a new server: ask INFO afresh.
                 self.info_denied = None;
@@ -414,24 +449,6 @@ impl Connection {
     }
 }
 
-/// Reconnect attempts after a lost connection (forever), each at a random moment between the
-/// reconnect delay and the reconnect window (interval + 1.5 s) after the one before ("full
-/// jitter"). A fleet of sidecars whose Redis restarts then comes back spread over the window
-/// instead of as one burst of TLS handshakes on Redis's main thread, and each is back within a
-/// window of Redis. Every attempt is drawn afresh, so sidecars that fell in step (many woken by
-/// the same drop on a busy host) do not stay in step: a fixed gap after the first random one
-/// would carry such a bunch into Redis's restart. The loss itself is still seen at once (the
-/// error event triggers a check that fails without waiting).
-fn reconnect_policy(config: &Config) -> ReconnectPolicy {
-    let (delay, window) = (
-        millis_u32(config.reconnect_delay()),
-        millis_u32(config.reconnect_window()),
-    );
-    let mut policy = ReconnectPolicy::new_constant(0, delay);
-    policy.set_jitter(window.saturating_sub(delay));
-    policy
-}
-
 /// Whether `server` accepts a new connection now (TCP, or its Unix socket), within `budget`;
 /// the connection is closed at once, before any TLS handshake or command.
 async fn accepts_connections(server: &Server, budget: Duration) -> Result<(), String> {
@@ -468,38 +485,5 @@ fn reason_of(failure: &Failure) -> String {
             reason.clone()
         }
         other => other.to_string(),
-    }
-}
-
-fn millis_u32(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::Cli;
-
-    #[test]
-    fn every_reconnect_attempt_is_drawn_afresh_between_the_delay_and_the_window() {
-        let cli = Cli::parse_args(["redis-healthd", "--interval", "1s"]).unwrap();
-        let config = Config::from_flags(cli.serve.flags()).unwrap();
-        let (delay, window) = (100, 2500);
-        assert_eq!(millis_u32(config.reconnect_delay()), delay);
-        assert_eq!(millis_u32(config.reconnect_window()), window);
-        let mut policy = reconnect_policy(&config);
-        let waits: Vec<u64> = (0..2000).map(|_| policy.next_delay().unwrap()).collect();
-        assert!(
-            waits.iter().all(|w| (delay as u64..window as u64).contains(w)),
-            "{waits:?}"
-        );
-        // Not a fixed gap after the first: late attempts still cover the whole window.
-        let late = &waits[1000..];
-        assert!(
-            late.iter().any(|&w| w < 400) && late.iter().any(|&w| w > 2200),
-            "{late:?}"
-        );
-        let mean = late.iter().sum::<u64>() as f64 / late.len() as f64;
-        assert!((1150.0..1450.0).contains(&mean), "mean {mean}");
     }
 }
