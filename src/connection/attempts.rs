@@ -1,63 +1,76 @@
 //! When a lost connection is tried again, no I/O: once per reconnect window, at this
-//! connection's own random phase of it, counted on the clock from when the connection was built
-//! and never from the attempt before.
+//! connection's own slot of it, counted on the wall clock (time since the Unix epoch) and never
+//! from the attempt before.
 //!
-//! So the first attempt after Redis comes back is uniform over the window across a fleet (a
-//! drawn gap after each attempt, "full jitter", front-loads it: a sidecar is the likelier to
-//! be due the sooner after the restart), and sidecars whose attempts fell in step (a busy host
-//! ran many late, together) are back at their own phases at the next one.
+//! The slot comes from the connection's `CLIENT ID` on its server (fred asks for it on every
+//! connection): a fleet that connected to one Redis got consecutive ids, and consecutive ids
+//! times the golden ratio land evenly spread over the window (Fibonacci hashing; the three-gap
+//! theorem bounds every gap between 0.38 and 2.6 times the even one). So after a restart a
+//! fleet's TLS handshakes reach Redis one after another, not in the random clumps that queue
+//! on its main thread; and since the new connections get consecutive ids again, the next
+//! restart is spread as well. Before a first id, the slot is random. Clocks that disagree
+//! across hosts make it as random as that, never worse.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::time::Instant;
-
-/// One connection's reconnect attempts: at `origin + phase + k × period`, for every whole k.
+/// One connection's reconnect attempts: where the wall clock is at `slot` of a `period`.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptClock {
-    origin: Instant,
-    phase: Duration,
+    /// The fraction of the period, scaled to 2^64.
+    slot: u64,
     period: Duration,
 }
 
 impl AttemptClock {
-    /// Attempts once per `period`, at a phase drawn at random.
+    /// Attempts once per `period`, at a slot drawn at random.
     pub fn random(period: Duration) -> Self {
-        Self::with_phase(Instant::now(), random_fraction(), period)
-    }
-
-    /// Attempts once per `period`, at `fraction` (0 to 1) of it after `origin`.
-    fn with_phase(origin: Instant, fraction: f64, period: Duration) -> Self {
-        let period = period.max(Duration::from_millis(1));
-        let phase = period.mul_f64(fraction.clamp(0.0, 1.0));
         Self {
-            origin,
-            // A fraction of 1 is the same moment as 0.
-            phase: if phase >= period { Duration::ZERO } else { phase },
-            period,
+            slot: random_u64(),
+            period: period.max(Duration::from_millis(1)),
         }
     }
 
-    /// The first attempt strictly after `now`.
-    pub fn next_after(&self, now: Instant) -> Instant {
-        let first = self.origin + self.phase;
-        if now < first {
-            return first;
-        }
+    /// Takes the slot of the connection that Redis knows by `id`.
+    pub fn take_slot_of(&mut self, id: i64) {
+        // 2^64 / golden ratio, odd: consecutive ids step a golden fraction of the period.
+        self.slot = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    /// How long until the next attempt, strictly after now.
+    pub fn wait(&self) -> Duration {
+        // A clock before 1970 counts from 1970: still a valid moment of the period.
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.wait_from(wall)
+    }
+
+    fn phase(&self) -> Duration {
+        self.period
+            .mul_f64(self.slot as f64 / 2f64.powi(64))
+            .min(self.period)
+    }
+
+    /// How long from `wall` (time since the epoch) to the next attempt, strictly after it.
+    fn wait_from(&self, wall: Duration) -> Duration {
         let period = self.period.as_nanos();
-        let passed = (now - first).as_nanos() / period + 1;
-        // A u64 of nanoseconds holds 584 years of periods.
-        let offset = u64::try_from(passed.saturating_mul(period)).unwrap_or(u64::MAX);
-        first + Duration::from_nanos(offset)
+        let at = wall.as_nanos() % period;
+        let phase = self.phase().as_nanos() % period;
+        let wait = if phase > at {
+            phase - at
+        } else {
+            phase + period - at
+        };
+        // Below one period, which is a Duration.
+        Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
     }
 }
 
-/// A number in [0, 1) from the system's random source (0 if it fails: one phase, still valid).
-fn random_fraction() -> f64 {
+/// A random u64 from the system's random source (0 if it fails: one slot, still valid).
+fn random_u64() -> u64 {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 8];
     match ring::rand::SystemRandom::new().fill(&mut bytes) {
-        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.0,
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => 0,
     }
 }
 
@@ -67,54 +80,101 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_millis(2500);
 
+    fn at_fraction(fraction: f64) -> AttemptClock {
+        AttemptClock {
+            slot: (fraction * 2f64.powi(64)) as u64,
+            period: WINDOW,
+        }
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
     #[test]
-    fn attempts_come_once_per_period_at_the_phase_strictly_after_now() {
-        let origin = Instant::now();
-        let clock = AttemptClock::with_phase(origin, 0.2, WINDOW);
-        let at = |ms| origin + Duration::from_millis(ms);
-        assert_eq!(clock.next_after(origin), at(500));
-        assert_eq!(clock.next_after(at(499)), at(500));
-        assert_eq!(
-            clock.next_after(at(500)),
-            at(3000),
+    fn attempts_come_once_per_period_at_the_slot_strictly_after_now() {
+        let clock = at_fraction(0.2);
+        // The wall clock at 4 periods + 100 ms: the slot (500 ms) is 400 ms away.
+        let base = WINDOW * 4;
+        let near = |d: Duration, want: Duration| d.abs_diff(want) < Duration::from_micros(1);
+        assert!(near(clock.wait_from(base + ms(100)), ms(400)));
+        assert!(
+            near(clock.wait_from(base + ms(500)), WINDOW),
             "strictly after: not twice at once"
         );
-        assert_eq!(clock.next_after(at(2999)), at(3000));
-        assert_eq!(clock.next_after(at(10_001)), at(10_500));
+        assert!(near(clock.wait_from(base + ms(501)), ms(2499)));
+        assert!(near(clock.wait_from(base + ms(2400)), ms(600)));
+        assert!(clock.wait() <= WINDOW);
     }
 
     #[test]
     fn an_attempt_run_late_does_not_move_the_next_one() {
         // A gap counted from the attempt before would carry the lateness on, and a bunch of
         // sidecars run late together would stay together.
-        let origin = Instant::now();
-        let clock = AttemptClock::with_phase(origin, 0.4, WINDOW);
-        let ran_late = origin + Duration::from_millis(1000 + 700);
-        assert_eq!(clock.next_after(ran_late), origin + Duration::from_millis(3500));
+        let clock = at_fraction(0.4);
+        let ran_late = WINDOW * 7 + ms(1000 + 700);
+        let next = ran_late + clock.wait_from(ran_late);
+        assert!(
+            next.abs_diff(WINDOW * 8 + ms(1000)) < Duration::from_micros(1),
+            "{next:?}"
+        );
+    }
+
+    /// The gaps between a fleet's attempts, as multiples of the even gap (window / fleet).
+    fn gaps(fleet: &[AttemptClock]) -> (f64, f64) {
+        let mut phases: Vec<f64> = fleet.iter().map(|c| c.phase().as_secs_f64()).collect();
+        phases.sort_by(f64::total_cmp);
+        let even = WINDOW.as_secs_f64() / fleet.len() as f64;
+        let wrap = WINDOW.as_secs_f64() - phases[phases.len() - 1] + phases[0];
+        let gaps = phases.windows(2).map(|w| w[1] - w[0]).chain([wrap]);
+        let (min, max) = gaps.fold((f64::MAX, 0f64), |(lo, hi), g| (lo.min(g), hi.max(g)));
+        (min / even, max / even)
     }
 
     #[test]
-    fn a_fleet_s_first_attempts_after_a_restart_are_uniform_over_the_window() {
-        // 10,000 connections built within one second, Redis back at a moment well after: the
-        // wait from it to each one's next attempt, in tenths of the window.
-        let start = Instant::now();
-        let back = start + Duration::from_millis(7_321);
-        let mut tenths = [0u32; 10];
-        for i in 0..10_000u32 {
-            let origin = start + Duration::from_micros(u64::from(i) * 100);
-            let clock = AttemptClock::with_phase(origin, random_fraction(), WINDOW);
-            let wait = clock.next_after(back) - back;
-            assert!(wait <= WINDOW, "{wait:?}");
-            tenths[(wait.as_secs_f64() / WINDOW.as_secs_f64() * 10.0) as usize % 10] += 1;
-        }
-        // Uniform: 1,000 a tenth (binomial sd 30). Full jitter put 1,900 in the first tenth.
-        assert!(tenths.iter().all(|&n| (850..1150).contains(&n)), "{tenths:?}");
+    fn a_fleet_with_consecutive_ids_is_spread_evenly_over_the_window() {
+        let fleet: Vec<AttemptClock> = (5_000..6_000)
+            .map(|id| {
+                let mut clock = AttemptClock::random(WINDOW);
+                clock.take_slot_of(id);
+                clock
+            })
+            .collect();
+        let (min, max) = gaps(&fleet);
+        // Three gaps, all within a factor of the even one.
+        assert!(
+            min > 0.3 && max < 2.7,
+            "gaps {min:.2} to {max:.2} of the even one"
+        );
+        // Random slots clump: the closest attempts all but coincide, the widest gap is several
+        // even ones (the clumps are what queue handshakes on Redis's main thread).
+        let random: Vec<AttemptClock> = (0..1_000).map(|_| AttemptClock::random(WINDOW)).collect();
+        let (min, max) = gaps(&random);
+        assert!(min < 0.05 && max > 4.0, "random gaps {min:.3} to {max:.2}");
     }
 
     #[test]
-    fn random_phases_differ() {
-        let phases: Vec<Duration> = (0..8).map(|_| AttemptClock::random(WINDOW).phase).collect();
-        assert!(phases.iter().all(|p| *p < WINDOW));
-        assert!(phases.windows(2).any(|w| w[0] != w[1]), "{phases:?}");
+    fn ids_taken_in_between_by_other_clients_still_leave_no_clump() {
+        // Every third id went to an application's connection: the fleet's own still never
+        // come closer than the spread of all of them allows.
+        let fleet: Vec<AttemptClock> = (1..1_500)
+            .filter(|id| id % 3 != 0)
+            .map(|id| {
+                let mut clock = AttemptClock::random(WINDOW);
+                clock.take_slot_of(id);
+                clock
+            })
+            .collect();
+        let (min, max) = gaps(&fleet);
+        assert!(
+            min > 0.2 && max < 4.0,
+            "gaps {min:.2} to {max:.2} of the even one"
+        );
+    }
+
+    #[test]
+    fn random_slots_differ() {
+        let slots: Vec<u64> = (0..8).map(|_| AttemptClock::random(WINDOW).slot).collect();
+        assert!(slots.windows(2).any(|w| w[0] != w[1]), "{slots:?}");
     }
 }

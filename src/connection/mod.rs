@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use fred::interfaces::ClientInterface;
 use fred::prelude::{
     Builder, Client, ClientLike, Error, ErrorKind, EventInterface, FromValue, Options, Server,
 };
@@ -308,7 +309,7 @@ impl Connection {
 
     /// Starts a reconnect attempt unless one is under way; the next is due one window later.
     fn retry(&mut self) -> Event {
-        self.retry_at = Some(self.attempts.next_after(tokio::time::Instant::now()));
+        self.retry_at = Some(tokio::time::Instant::now() + self.attempts.wait());
         if self.connecting.is_finished() {
             debug!("reconnecting to redis");
             self.connecting = self.client.connect();
@@ -361,7 +362,7 @@ impl Connection {
                 if self.connected_to.is_some() {
                     // A lost connection, or a failed attempt to make it again: the next
                     // attempt at this connection's next moment.
-                    self.retry_at = Some(self.attempts.next_after(tokio::time::Instant::now()));
+                    self.retry_at = Some(tokio::time::Instant::now() + self.attempts.wait());
                 }
                 if was_up {
                     // A connection that was made has dropped; before the first connection,
@@ -391,7 +392,12 @@ impl Connection {
         self.settled = true;
         match event {
             Ok(server) => {
-                debug!(server = %server, "redis connected");
+                // This connection's reconnect slot, from the id Redis gave it.
+                let id = self.client.connection_ids().get(&server).copied();
+                if let Some(id) = id {
+                    self.attempts.take_slot_of(id);
+                }
+                debug!(server = %server, client_id = id, "redis connected");
                 self.connection_error = None;
                 self.dropped_at = None;
                 self.retry_at = None;
