@@ -24,7 +24,8 @@
 //!
 //! Talking to Redis:
 //! - [`connection`]: the code that talks to Redis (one fred client per server: PING with
-//!   INFO, SET and EXISTS pipelined alongside, reconnections spread by jitter, a dropped
+//!   INFO, SET and EXISTS pipelined alongside, reconnections in per-connection slots of the
+//!   reconnect window ([`connection`]'s `attempts`), a dropped
 //!   connection told apart from a dead server); [`reason`] says fred's errors in words;
 //!   [`cluster`] keeps one per node of a Redis Cluster and reads its topology; [`loading`]
 //!   asks a Redis that refuses PING with `LOADING` how far its load is, on a short connection.

@@ -115,7 +115,7 @@ impl Connection {
         // fail_fast: the first attempt is made at once; if it fails, the connection task ends
         // and the next check starts another (`known_failure`). No reconnect policy: fred's
         // delays count from the attempt before, so a lost connection is tried again at this
-        // connection's own moments of the reconnect window instead (`AttemptClock`).
+        // connection's own slot of the reconnect window instead (`AttemptClock`).
         client_config.fail_fast = true;
         let timeout = recipe.timeout;
         let client = Builder::from_config(client_config)
