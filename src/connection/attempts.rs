@@ -36,8 +36,13 @@ impl AttemptClock {
         self.slot = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 
+    /// The next attempt, strictly after now, on the runtime's clock.
+    pub fn next(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.wait()
+    }
+
     /// How long until the next attempt, strictly after now.
-    pub fn wait(&self) -> Duration {
+    fn wait(&self) -> Duration {
         // A clock before 1970 counts from 1970: still a valid moment of the period.
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         self.wait_from(wall)

@@ -309,7 +309,7 @@ impl Connection {
 
     /// Starts a reconnect attempt unless one is under way; the next is due one window later.
     fn retry(&mut self) -> Event {
-        self.retry_at = Some(tokio::time::Instant::now() + self.attempts.wait());
+        self.retry_at = Some(self.attempts.next());
         if self.connecting.is_finished() {
             debug!("reconnecting to redis");
             self.connecting = self.client.connect();
@@ -362,7 +362,7 @@ impl Connection {
                 if self.connected_to.is_some() {
                     // A lost connection, or a failed attempt to make it again: the next
                     // attempt at this connection's next moment.
-                    self.retry_at = Some(tokio::time::Instant::now() + self.attempts.wait());
+                    self.retry_at = Some(self.attempts.next());
                 }
                 if was_up {
                     // A connection that was made has dropped; before the first connection,
