@@ -248,6 +248,59 @@ fn last_pass(daemon: &DaemonProcess) -> Option<SystemTime> {
         .and_then(|line| humantime::parse_rfc3339(line.split_whitespace().next()?).ok())
 }
 
+/// When each daemon logged "redis connected" last (its connection module at debug level).
+fn last_connected(daemon: &DaemonProcess) -> Option<SystemTime> {
+    daemon
+        .log()
+        .lines()
+        .rfind(|line| line.contains("redis connected"))
+        .and_then(|line| humantime::parse_rfc3339(line.split_whitespace().next()?).ok())
+}
+
+#[test]
+fn a_fleet_dropped_at_once_reconnects_at_slots_its_client_ids_spread_evenly() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut flags = vec!["--redis-url", url.as_str()];
+    flags.extend_from_slice(&support::FAST);
+    let env = [("RUST_LOG", "info,redis_healthd::connection=debug")];
+    // Started one after another: the fleet's connections hold consecutive ids.
+    let fleet: Vec<DaemonProcess> = (0..20)
+        .map(|_| {
+            let daemon = DaemonProcess::spawn(&flags, &env);
+            support::wait_for(daemon.addr, "/readyz", 200, Duration::from_secs(5));
+            daemon
+        })
+        .collect();
+    // Redis stays up; every daemon's connection is dropped at the same moment.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let killed = SystemTime::now();
+    let window = INTERVAL + Duration::from_millis(1500);
+    std::thread::sleep(window + SLACK);
+    // Where on the wall clock's window each one reconnected.
+    let mut slots: Vec<f64> = fleet
+        .iter()
+        .map(|d| {
+            let at = last_connected(d).expect("a connection line");
+            assert!(at > killed, "daemon {} reconnected before the kill?", d.addr);
+            let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            (since_epoch.as_secs_f64() % window.as_secs_f64()) * 1e3
+        })
+        .collect();
+    slots.sort_by(f64::total_cmp);
+    let wrap = window.as_secs_f64() * 1e3 - slots[slots.len() - 1] + slots[0];
+    let gaps: Vec<f64> = slots.windows(2).map(|w| w[1] - w[0]).chain([wrap]).collect();
+    let (min, max) = gaps
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), g| (lo.min(*g), hi.max(*g)));
+    println!("20 reconnections, gaps {min:.1} to {max:.1} ms (even: 100 ms): {gaps:.0?}");
+    // Consecutive ids: no two slots closer than 0.38 of the even gap (38 ms), none wider than
+    // 2.6 of it, give or take the reconnections' own jitter. Random slots would put the
+    // closest two within 25 ms in 99.6 % of runs (1 - 0.75^19).
+    assert!(min >= 25.0, "two reconnections {min:.1} ms apart: {gaps:.0?}");
+    assert!(max <= 300.0, "a gap of {max:.1} ms: {gaps:.0?}");
+}
+
 #[test]
 fn a_fleet_comes_back_spread_over_the_reconnect_window_not_in_one_burst() {
     let mut redis = RedisServer::start();
