@@ -1,6 +1,7 @@
 //! When a lost connection is tried again, no I/O: once per reconnect window, at this
 //! connection's own slot of it, counted on the wall clock (time since the Unix epoch) and never
-//! from the attempt before.
+//! from the attempt before; the first no sooner than the reconnect delay after the loss (a slot
+//! closer than that is taken one window later), so a check run at the loss always sees it.
 //!
 //! The slot comes from the connection's `CLIENT ID` on its server (fred asks for it on every
 //! connection): a fleet that connected to one Redis got consecutive ids, and consecutive ids
@@ -13,20 +14,24 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One connection's reconnect attempts: where the wall clock is at `slot` of a `period`.
+/// One connection's reconnect attempts: where the wall clock is at `slot` of a `period`, at
+/// least `gap` apart.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptClock {
     /// The fraction of the period, scaled to 2^64.
     slot: u64,
     period: Duration,
+    gap: Duration,
 }
 
 impl AttemptClock {
-    /// Attempts once per `period`, at a slot drawn at random.
-    pub fn random(period: Duration) -> Self {
+    /// Attempts once per `period`, at a slot drawn at random, never within `gap` of now.
+    pub fn random(period: Duration, gap: Duration) -> Self {
+        let period = period.max(Duration::from_millis(1));
         Self {
             slot: random_u64(),
-            period: period.max(Duration::from_millis(1)),
+            period,
+            gap: gap.min(period),
         }
     }
 
@@ -36,12 +41,12 @@ impl AttemptClock {
         self.slot = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 
-    /// The next attempt, strictly after now, on the runtime's clock.
+    /// The next attempt, at least the gap after now, on the runtime's clock.
     pub fn next(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.wait()
     }
 
-    /// How long until the next attempt, strictly after now.
+    /// How long until the next attempt, at least the gap after now.
     fn wait(&self) -> Duration {
         // A clock before 1970 counts from 1970: still a valid moment of the period.
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -54,7 +59,8 @@ impl AttemptClock {
             .min(self.period)
     }
 
-    /// How long from `wall` (time since the epoch) to the next attempt, strictly after it.
+    /// How long from `wall` (time since the epoch) to the next attempt, at least the gap (and
+    /// strictly) after it.
     fn wait_from(&self, wall: Duration) -> Duration {
         let period = self.period.as_nanos();
         let at = wall.as_nanos() % period;
@@ -64,8 +70,13 @@ impl AttemptClock {
         } else {
             phase + period - at
         };
-        // Below one period, which is a Duration.
-        Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
+        // Below two periods, which are Durations.
+        let wait = Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX));
+        if wait < self.gap {
+            wait + self.period
+        } else {
+            wait
+        }
     }
 }
 
@@ -85,10 +96,13 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_millis(2500);
 
+    const GAP: Duration = Duration::from_millis(100);
+
     fn at_fraction(fraction: f64) -> AttemptClock {
         AttemptClock {
             slot: (fraction * 2f64.powi(64)) as u64,
             period: WINDOW,
+            gap: GAP,
         }
     }
 
@@ -109,7 +123,21 @@ mod tests {
         );
         assert!(near(clock.wait_from(base + ms(501)), ms(2499)));
         assert!(near(clock.wait_from(base + ms(2400)), ms(600)));
-        assert!(clock.wait() <= WINDOW);
+        assert!(clock.wait() <= WINDOW + GAP);
+    }
+
+    #[test]
+    fn a_slot_within_the_gap_of_now_is_taken_one_window_later() {
+        // A connection lost 60 ms before its slot: not at once (a check run at the loss would
+        // find it back already), but one window after the slot.
+        let clock = at_fraction(0.2);
+        let base = WINDOW * 3;
+        let near = |d: Duration, want: Duration| d.abs_diff(want) < Duration::from_micros(1);
+        assert!(near(clock.wait_from(base + ms(440)), ms(60) + WINDOW));
+        assert!(
+            near(clock.wait_from(base + ms(400)), ms(100)),
+            "exactly the gap away"
+        );
     }
 
     #[test]
@@ -140,7 +168,7 @@ mod tests {
     fn a_fleet_with_consecutive_ids_is_spread_evenly_over_the_window() {
         let fleet: Vec<AttemptClock> = (5_000..6_000)
             .map(|id| {
-                let mut clock = AttemptClock::random(WINDOW);
+                let mut clock = AttemptClock::random(WINDOW, GAP);
                 clock.take_slot_of(id);
                 clock
             })
@@ -153,7 +181,7 @@ mod tests {
         );
         // Random slots clump: the closest attempts all but coincide, the widest gap is several
         // even ones (the clumps are what queue handshakes on Redis's main thread).
-        let random: Vec<AttemptClock> = (0..1_000).map(|_| AttemptClock::random(WINDOW)).collect();
+        let random: Vec<AttemptClock> = (0..1_000).map(|_| AttemptClock::random(WINDOW, GAP)).collect();
         let (min, max) = gaps(&random);
         assert!(min < 0.05 && max > 4.0, "random gaps {min:.3} to {max:.2}");
     }
@@ -165,7 +193,7 @@ mod tests {
         let fleet: Vec<AttemptClock> = (1..1_500)
             .filter(|id| id % 3 != 0)
             .map(|id| {
-                let mut clock = AttemptClock::random(WINDOW);
+                let mut clock = AttemptClock::random(WINDOW, GAP);
                 clock.take_slot_of(id);
                 clock
             })
@@ -179,7 +207,7 @@ mod tests {
 
     #[test]
     fn random_slots_differ() {
-        let slots: Vec<u64> = (0..8).map(|_| AttemptClock::random(WINDOW).slot).collect();
+        let slots: Vec<u64> = (0..8).map(|_| AttemptClock::random(WINDOW, GAP).slot).collect();
         assert!(slots.windows(2).any(|w| w[0] != w[1]), "{slots:?}");
     }
 }

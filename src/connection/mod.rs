@@ -62,14 +62,15 @@ pub struct Connection {
     /// the real reason behind fred's generic "Connection closed unexpectedly".
     connection_error: Option<(Failure, Instant)>,
     /// How long a connection error is trusted to mean "down" without a PING: the reconnect
-    /// window, since a failed attempt refreshes it once per window.
+    /// window and the reconnect delay, since a failed attempt refreshes it once per window.
     trust_error_for: Duration,
     /// When the connection to a server that was connected dropped, while no reconnect attempt
     /// has failed since: Redis may be fine (a `CLIENT KILL`, an idle timeout, a proxy), so
     /// checks hold the verdict while the server still accepts connections.
     dropped_at: Option<Instant>,
     /// How long a drop may hold the verdict: the reconnect attempt starts within the reconnect
-    /// window (the [`AttemptClock`]'s period) and is bounded by the check budget.
+    /// delay and window (the [`AttemptClock`]'s gap and period) and is bounded by the check
+    /// budget.
     hold_for: Duration,
     /// Connection-level errors and failed reconnect attempts since start (a metric).
     connection_errors: Counter,
@@ -90,8 +91,10 @@ pub struct Connection {
 struct Recipe {
     client_config: fred::prelude::Config,
     timeout: Duration,
-    /// The longest wait between reconnect attempts.
+    /// The gap between reconnect attempts.
     window: Duration,
+    /// The shortest wait from a lost connection to its first reconnect attempt.
+    delay: Duration,
 }
 
 impl Connection {
@@ -106,6 +109,7 @@ impl Connection {
             client_config,
             timeout: config.timeout,
             window: config.reconnect_window(),
+            delay: config.reconnect_delay(),
         };
         Self::open(recipe, connection_errors)
     }
@@ -139,7 +143,7 @@ impl Connection {
         Ok(Self {
             client,
             connecting,
-            attempts: AttemptClock::random(recipe.window),
+            attempts: AttemptClock::random(recipe.window, recipe.delay),
             retry_at: None,
             options: Options {
                 timeout: Some(timeout),
@@ -152,9 +156,9 @@ impl Connection {
             reconnects,
             settled: false,
             connection_error: None,
-            trust_error_for: recipe.window,
+            trust_error_for: recipe.window + recipe.delay,
             dropped_at: None,
-            hold_for: recipe.window + timeout * 2,
+            hold_for: recipe.window + recipe.delay + timeout * 2,
             connection_errors,
             connected_to: None,
             info_denied: None,
