@@ -239,21 +239,13 @@ fn a_host_that_cannot_resolve_fails_with_that_reason_and_no_log_flood() {
     );
 }
 
-/// When each daemon logged "redis check passing" last.
-fn last_pass(daemon: &DaemonProcess) -> Option<SystemTime> {
+/// When the daemon last logged `message` ("redis connected" needs its connection module at
+/// debug level).
+fn last_logged(daemon: &DaemonProcess, message: &str) -> Option<SystemTime> {
     daemon
         .log()
         .lines()
-        .rfind(|line| line.contains("redis check passing"))
-        .and_then(|line| humantime::parse_rfc3339(line.split_whitespace().next()?).ok())
-}
-
-/// When each daemon logged "redis connected" last (its connection module at debug level).
-fn last_connected(daemon: &DaemonProcess) -> Option<SystemTime> {
-    daemon
-        .log()
-        .lines()
-        .rfind(|line| line.contains("redis connected"))
+        .rfind(|line| line.contains(message))
         .and_then(|line| humantime::parse_rfc3339(line.split_whitespace().next()?).ok())
 }
 
@@ -281,7 +273,7 @@ fn a_fleet_dropped_at_once_reconnects_at_slots_its_client_ids_spread_evenly() {
     let mut slots: Vec<f64> = fleet
         .iter()
         .map(|d| {
-            let at = last_connected(d).expect("a connection line");
+            let at = last_logged(d, "redis connected").expect("a connection line");
             assert!(at > killed, "daemon {} reconnected before the kill?", d.addr);
             let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
             (since_epoch.as_secs_f64() % window.as_secs_f64()) * 1e3
@@ -320,7 +312,7 @@ fn a_fleet_comes_back_spread_over_the_reconnect_window_not_in_one_burst() {
     let mut ready: Vec<Duration> = fleet
         .iter()
         .map(|d| {
-            let at = last_pass(d).expect("a passing line after the restart");
+            let at = last_logged(d, "redis check passing").expect("a passing line after the restart");
             at.duration_since(accepted).unwrap_or_default()
         })
         .collect();

@@ -164,16 +164,19 @@ mod tests {
         (min / even, max / even)
     }
 
+    /// A fleet's clocks, each with the slot of its connection's id.
+    fn slots_of(ids: impl Iterator<Item = i64>) -> Vec<AttemptClock> {
+        ids.map(|id| {
+            let mut clock = AttemptClock::random(WINDOW, GAP);
+            clock.take_slot_of(id);
+            clock
+        })
+        .collect()
+    }
+
     #[test]
     fn a_fleet_with_consecutive_ids_is_spread_evenly_over_the_window() {
-        let fleet: Vec<AttemptClock> = (5_000..6_000)
-            .map(|id| {
-                let mut clock = AttemptClock::random(WINDOW, GAP);
-                clock.take_slot_of(id);
-                clock
-            })
-            .collect();
-        let (min, max) = gaps(&fleet);
+        let (min, max) = gaps(&slots_of(5_000..6_000));
         // Three gaps, all within a factor of the even one.
         assert!(
             min > 0.3 && max < 2.7,
@@ -190,15 +193,7 @@ mod tests {
     fn ids_taken_in_between_by_other_clients_still_leave_no_clump() {
         // Every third id went to an application's connection: the fleet's own still never
         // come closer than the spread of all of them allows.
-        let fleet: Vec<AttemptClock> = (1..1_500)
-            .filter(|id| id % 3 != 0)
-            .map(|id| {
-                let mut clock = AttemptClock::random(WINDOW, GAP);
-                clock.take_slot_of(id);
-                clock
-            })
-            .collect();
-        let (min, max) = gaps(&fleet);
+        let (min, max) = gaps(&slots_of((1..1_500).filter(|id| id % 3 != 0)));
         assert!(
             min > 0.2 && max < 4.0,
             "gaps {min:.2} to {max:.2} of the even one"
