@@ -110,12 +110,16 @@ mod tests {
         Duration::from_millis(ms)
     }
 
+    /// Equal to within a microsecond (the slot goes through an f64).
+    fn near(d: Duration, want: Duration) -> bool {
+        d.abs_diff(want) < Duration::from_micros(1)
+    }
+
     #[test]
     fn attempts_come_once_per_period_at_the_slot_strictly_after_now() {
         let clock = at_fraction(0.2);
         // The wall clock at 4 periods + 100 ms: the slot (500 ms) is 400 ms away.
         let base = WINDOW * 4;
-        let near = |d: Duration, want: Duration| d.abs_diff(want) < Duration::from_micros(1);
         assert!(near(clock.wait_from(base + ms(100)), ms(400)));
         assert!(
             near(clock.wait_from(base + ms(500)), WINDOW),
@@ -132,7 +136,6 @@ mod tests {
         // find it back already), but one window after the slot.
         let clock = at_fraction(0.2);
         let base = WINDOW * 3;
-        let near = |d: Duration, want: Duration| d.abs_diff(want) < Duration::from_micros(1);
         assert!(near(clock.wait_from(base + ms(440)), ms(60) + WINDOW));
         assert!(
             near(clock.wait_from(base + ms(400)), ms(100)),
@@ -147,10 +150,7 @@ mod tests {
         let clock = at_fraction(0.4);
         let ran_late = WINDOW * 7 + ms(1000 + 700);
         let next = ran_late + clock.wait_from(ran_late);
-        assert!(
-            next.abs_diff(WINDOW * 8 + ms(1000)) < Duration::from_micros(1),
-            "{next:?}"
-        );
+        assert!(near(next, WINDOW * 8 + ms(1000)), "{next:?}");
     }
 
     /// The gaps between a fleet's attempts, as multiples of the even gap (window / fleet).
