@@ -112,31 +112,35 @@ impl Info {
                 *info.expires.get_or_insert(0) += expires.unwrap_or(0);
                 continue;
             }
-            let value: String = value.chars().take(MAX_VALUE).collect();
+            // The first MAX_VALUE characters; copied only for the fields kept.
+            let value = value
+                .char_indices()
+                .nth(MAX_VALUE)
+                .map_or(value, |(end, _)| &value[..end]);
             match field {
-                "run_id" => info.run_id = Some(value),
+                "run_id" => info.run_id = Some(value.to_owned()),
                 "uptime_in_seconds" => info.uptime_in_seconds = value.parse().ok(),
-                "redis_mode" | "server_mode" => info.mode = Some(value),
-                "server_name" => server_name = Some(value),
-                "redis_version" => redis_version = Some(value),
-                "valkey_version" => valkey_version = Some(value),
+                "redis_mode" | "server_mode" => info.mode = Some(value.to_owned()),
+                "server_name" => server_name = Some(value.to_owned()),
+                "redis_version" => redis_version = Some(value.to_owned()),
+                "valkey_version" => valkey_version = Some(value.to_owned()),
                 "role" => {
-                    info.role = match value.as_str() {
+                    info.role = match value {
                         "master" => Some(Role::Master),
                         "slave" | "replica" => Some(Role::Replica),
                         _ => None,
                     }
                 }
-                "master_host" => master_host = Some(value),
-                "master_port" => master_port = Some(value),
-                "master_link_status" => info.master_link_status = Some(value),
+                "master_host" => master_host = Some(value.to_owned()),
+                "master_port" => master_port = Some(value.to_owned()),
+                "master_link_status" => info.master_link_status = Some(value.to_owned()),
                 "master_link_down_since_seconds" => info.master_link_down_since_seconds = value.parse().ok(),
                 "master_last_io_seconds_ago" => info.master_last_io_seconds_ago = value.parse().ok(),
                 "master_sync_in_progress" => info.master_sync_in_progress = value == "1",
                 "used_memory" => info.used_memory = value.parse().ok(),
                 "mem_not_counted_for_evict" => info.mem_not_counted_for_evict = value.parse().ok(),
                 "maxmemory" => info.maxmemory = value.parse().ok(),
-                "maxmemory_policy" => info.maxmemory_policy = Some(value),
+                "maxmemory_policy" => info.maxmemory_policy = Some(value.to_owned()),
                 "loading" => {
                     if value == "1" {
                         info.loading.get_or_insert_with(Loading::default);
@@ -151,7 +155,7 @@ impl Info {
                 }
                 _ => {
                     if let Some(name) = PERSISTENCE_FIELDS.iter().find(|name| **name == field) {
-                        info.persistence.push((name, value));
+                        info.persistence.push((name, value.to_owned()));
                     }
                 }
             }

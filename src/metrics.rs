@@ -234,9 +234,15 @@ impl Metrics {
         }
     }
 
-    /// Reads the `process_*` figures again, off the runtime thread (once per check round).
-    pub fn refresh_process(&self) {
-        self.process.refresh_in_background();
+    /// True when a scrape should first [`refresh_process`](Self::refresh_process): the
+    /// `process_*` reading is older than the time an encoded body is reused.
+    pub fn process_is_stale(&self) -> bool {
+        !self.process.is_fresh()
+    }
+
+    /// Reads the `process_*` figures again, off the runtime thread, waiting at most `budget`.
+    pub async fn refresh_process(&self, budget: Duration) {
+        self.process.refresh(budget).await;
     }
 
     /// Adds the TLS series: certificate expiry and failed reloads of the TLS files.

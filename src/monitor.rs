@@ -20,6 +20,7 @@ use crate::health::{Component, Failure, NamedCheck, Outcome, Report, Status, Tra
 use crate::metrics::Metrics;
 use crate::names::DEFAULT_TARGET;
 use crate::page::History;
+use crate::process::FreeMemory;
 use crate::snapshot::Snapshot;
 
 /// The Redis side of one target: one connection, or one per node of a cluster.
@@ -202,6 +203,7 @@ pub async fn publish(
     let description = description(&config);
     let mut latest: Latest = vec![None; config.targets.len()];
     let mut history = History::default();
+    let mut free_memory = FreeMemory::default();
     let mut started = false;
     while let Some(round) = rounds.recv().await {
         // The first target's rounds pace the history (one sample per interval) and the trim.
@@ -220,8 +222,7 @@ pub async fn publish(
         started = snapshot.started;
         snapshots.send_replace(Arc::new(snapshot));
         if paced {
-            crate::process::release_free_memory();
-            metrics.refresh_process();
+            free_memory.round();
         }
     }
 }

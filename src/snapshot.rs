@@ -1,7 +1,9 @@
 //! What the check loop publishes after each round: the [`Snapshot`], with every body rendered
-//! once from the verdict (the health+json document and summary, the kube-style conditions,
-//! the HTML status page), and the [`FixedBodies`] that need no verdict.
+//! at most once from the verdict (the summary and the kube-style conditions at once, for the
+//! probes; the health+json document and the HTML status page when first asked for), and the
+//! [`FixedBodies`] that need no verdict.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,7 +11,7 @@ use bytes::Bytes;
 use crate::document::{render_document, render_summary};
 use crate::health::{Status, Verdict};
 use crate::kube::Condition;
-use crate::page;
+use crate::page::{self, History};
 
 /// What the probe publishes after each check: the verdict and its bodies, already rendered.
 #[derive(Clone, Debug)]
@@ -21,14 +23,18 @@ pub struct Snapshot {
     pub started: bool,
     /// `/readyz`: status and output only.
     pub summary: Bytes,
-    /// `/health`: the full document.
-    pub document: Bytes,
     /// One condition per named check: the kube-style `?verbose` lines and per-check paths.
     pub checks: Vec<Condition>,
-    /// `/` for a browser: the status page.
-    pub page: Bytes,
     /// The verdict itself, for metrics and logs.
     pub verdict: Option<Verdict>,
+    /// What the bodies rendered on demand are rendered from, besides the verdict.
+    description: String,
+    output: Option<String>,
+    history: Option<History>,
+    /// `/health`: the full document, rendered when first asked for.
+    document: OnceLock<Bytes>,
+    /// `/` for a browser: the status page, rendered when first asked for.
+    page: OnceLock<Bytes>,
 }
 
 /// Bodies that do not depend on a verdict, rendered once at start.
@@ -79,8 +85,8 @@ impl Snapshot {
             at: now,
             status: Status::Fail,
             started: false,
-            document: summary.clone(),
             summary,
+            document: OnceLock::new(),
             checks: pending
                 .iter()
                 .map(|name| Condition {
@@ -89,8 +95,11 @@ impl Snapshot {
                     reason: Some(REASON.to_owned()),
                 })
                 .collect(),
-            page: page::render(description, Status::Fail, Some(REASON), None, None),
             verdict: None,
+            description: description.to_owned(),
+            output: Some(REASON.to_owned()),
+            history: None,
+            page: OnceLock::new(),
         }
     }
 
@@ -101,7 +110,7 @@ impl Snapshot {
         verdict: Verdict,
         description: &str,
         was_started: bool,
-        history: &page::History,
+        history: &History,
     ) -> Self {
         let status = verdict.status();
         let output = verdict.output();
@@ -110,7 +119,6 @@ impl Snapshot {
             status,
             started: was_started || verdict.has_passed() && status != Status::Fail,
             summary: render_summary(status, description, output.clone()),
-            document: render_document(&verdict, description),
             checks: verdict
                 .checks
                 .iter()
@@ -121,15 +129,36 @@ impl Snapshot {
                     reason: check.output(),
                 })
                 .collect(),
-            page: page::render(
-                description,
-                status,
-                output.as_deref(),
-                Some(&verdict),
-                Some(history),
-            ),
             verdict: Some(verdict),
+            description: description.to_owned(),
+            output,
+            history: Some(history.clone()),
+            document: OnceLock::new(),
+            page: OnceLock::new(),
         }
+    }
+
+    /// `/health`: the full document (the summary before any verdict).
+    pub fn document(&self) -> Bytes {
+        let render = || match &self.verdict {
+            Some(verdict) => render_document(verdict, &self.description),
+            None => self.summary.clone(),
+        };
+        self.document.get_or_init(render).clone()
+    }
+
+    /// `/` for a browser: the status page.
+    pub fn page(&self) -> Bytes {
+        let render = || {
+            page::render(
+                &self.description,
+                self.status,
+                self.output.as_deref(),
+                self.verdict.as_ref(),
+                self.history.as_ref(),
+            )
+        };
+        self.page.get_or_init(render).clone()
     }
 }
 

@@ -58,7 +58,7 @@ impl<'a> View<'a> {
             Endpoint::Live => (true, fixed.pass.clone()),
             Endpoint::Ready | Endpoint::Health if self.draining => (false, fixed.draining.clone()),
             Endpoint::Ready => (snapshot.status != Status::Fail, snapshot.summary.clone()),
-            Endpoint::Health => (snapshot.status != Status::Fail, snapshot.document.clone()),
+            Endpoint::Health => (snapshot.status != Status::Fail, snapshot.document()),
         }
     }
 
@@ -90,7 +90,7 @@ impl<'a> View<'a> {
         } else if !self.fresh {
             self.fixed.stale_page.clone()
         } else {
-            self.snapshot.page.clone()
+            self.snapshot.page()
         }
     }
 }

@@ -279,3 +279,37 @@ fn example_prometheus_config_is_valid() {
     let report = promtool(&["check", "config", "prometheus.yml"], tmp.path());
     assert!(report.contains("SUCCESS: 10 rules found"), "{report}");
 }
+
+#[test]
+fn a_scrape_reads_the_process_figures_fresh_and_an_unscraped_daemon_reads_no_proc_file() {
+    let redis = RedisServer::start();
+    let daemon = support::DaemonProcess::spawn_fast(&redis.url());
+    let fds = || support::metric(daemon.addr, "process_open_fds ");
+    let before = fds();
+    // Connections the daemon holds open: its own descriptor count grows by as many.
+    let held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(daemon.addr).unwrap()).collect();
+    let mut after = before;
+    wait_until(
+        Duration::from_secs(5),
+        "a scrape counting the held connections",
+        || {
+            after = fds();
+            after >= before + 8.0
+        },
+    );
+    println!("process_open_fds {before} then {after} with 8 connections held");
+    drop(held);
+    // Between scrapes the daemon reads nothing of /proc/self for its metrics: its checks go
+    // on, and no scrape means no blocking thread at all (the only reader of files here).
+    let pid = daemon.child.id();
+    wait_until(Duration::from_secs(20), "the blocking thread gone", || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count() == 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    assert_eq!(
+        threads, 1,
+        "a thread appeared between scrapes, with checks every interval"
+    );
+    assert_eq!(support::get(daemon.addr, "/readyz").status, 200);
+}

@@ -60,6 +60,8 @@ fn outputs(config: &Config) -> Vec<String> {
         description.clone(),
         String::from_utf8_lossy(&render_document(&verdict, &description)).into_owned(),
         String::from_utf8_lossy(&snapshot.summary).into_owned(),
+        String::from_utf8_lossy(&snapshot.document()).into_owned(),
+        String::from_utf8_lossy(&snapshot.page()).into_owned(),
         String::from_utf8_lossy(&metrics.encode(false, false).0).into_owned(),
     ]
 }

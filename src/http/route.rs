@@ -82,6 +82,8 @@ pub fn route<B>(request: &Request<B>, state: &State, seen: Seen) -> Response<Ful
     }
 }
 
+const METRICS_PATH: &str = "/metrics";
+
 /// What the path asks for: one flat match; `None` for a path that does not exist.
 fn page_of<B>(request: &Request<B>) -> Option<Page<'_>> {
     let path = request.uri().path();
@@ -93,7 +95,7 @@ fn page_of<B>(request: &Request<B>) -> Option<Page<'_>> {
         // Liveness, as the habit of wiring `livenessProbe` to `/healthz` expects: a Redis
         // outage must never restart the daemon, whatever path the probe was given.
         "/healthz" => Page::Probe(Endpoint::Live, "healthz"),
-        "/metrics" => Page::Metrics,
+        METRICS_PATH => Page::Metrics,
         "/" if prefers_html(accept(request)) => Page::Status,
         _ => match (path.strip_prefix("/readyz/"), path.strip_prefix("/livez/")) {
             (Some(check), _) => Page::OneCheck(Endpoint::Ready, check),
@@ -245,8 +247,14 @@ pub fn prefers_html(accept: Option<&str>) -> bool {
     html > 0.0 && html >= quality(&["application/json", "application/health+json"])
 }
 
-/// `/metrics`: encoded from atomics and `/proc/self` (reused for up to a second); never
-/// touches Redis.
+/// True for a scrape of `/metrics` while the `process_*` figures are older than a scrape may
+/// reuse: the caller reads them again first (off the runtime thread, bounded).
+pub fn scrapes_stale_process<B>(request: &Request<B>, state: &State) -> bool {
+    request.uri().path() == METRICS_PATH && state.metrics.process_is_stale()
+}
+
+/// `/metrics`: encoded from atomics and the latest reading of `/proc/self` (reused for up to a
+/// second); never touches Redis.
 fn scrape(accept: Option<&str>, state: &State) -> Response<Full<Bytes>> {
     let ready = state.view(|view| view.answer(Endpoint::Ready).0);
     let (body, content_type) = state.metrics.encode(wants_openmetrics(accept), ready);

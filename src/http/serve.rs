@@ -21,7 +21,7 @@ use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
 use super::access::Seen;
-use super::route::{decorate, route};
+use super::route::{decorate, route, scrapes_stale_process};
 use super::State;
 use crate::admission::{Admission, Evicted, Ticket};
 
@@ -32,6 +32,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a scrape waits for the `process_*` figures to be read again (a read of
+/// `/proc/self` takes well under a millisecond); past it, the reading before is served.
+const PROCESS_READ_BUDGET: Duration = Duration::from_millis(100);
 /// Repeated warnings (accept errors, shed connections) are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Request head buffer: probes and scrapes send a few hundred bytes; hyper's floor is 8 KiB.
@@ -140,7 +143,9 @@ pub async fn serve(
             let settings = state.access.settings();
             // Nothing to check (no users, no rate limit): answered at once, as without a web
             // configuration; otherwise a bcrypt check may have to be awaited.
-            if !settings.checks_requests() {
+            // A scrape whose process figures are old first has them read again.
+            let reads_process = scrapes_stale_process(&request, &state);
+            if !settings.checks_requests() && !reads_process {
                 let response = decorate(route(&request, &state, Seen::Everything), &settings);
                 idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
                 return Answer::Left(std::future::ready(Ok::<_, Infallible>(response)));
@@ -148,6 +153,9 @@ pub async fn serve(
             let (state, idle_since, clock) = (state.clone(), idle_since.clone(), clock.clone());
             Answer::Right(async move {
                 let seen = state.access.admit(&settings, request.headers()).await;
+                if reads_process && seen == Seen::Everything {
+                    state.metrics.refresh_process(PROCESS_READ_BUDGET).await;
+                }
                 let response = decorate(route(&request, &state, seen), &settings);
                 idle_since.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
                 Ok::<_, Infallible>(response)
