@@ -33,23 +33,25 @@
 //!   [`snapshot::Snapshot`]s.
 //!
 //! Serving the verdict, from the one snapshot:
-//! - [`snapshot`]: the bodies rendered once per round: [`document`] (health+json), [`kube`]
-//!   (the kube-apiserver's `?verbose` text and its conditions), [`page`] (the status page).
+//! - [`snapshot`]: the bodies rendered at most once per round: [`document`] (health+json) and
+//!   [`page`] (the status page) when first asked for, and at once the summary and the [`kube`]
+//!   conditions (the kube-apiserver's `?verbose` text) that the probes answer from.
 //! - [`view`]: what each endpoint answers from the latest snapshot at a given moment.
 //! - [`http`]: the accept loop (HTTPS when the web configuration says so) and the routing;
 //!   [`http::access`] decides who may see what (basic auth, the rate limit) and re-reads the
 //!   web configuration that [`web_config`] parses; [`admission`] decides which connections
 //!   stay when full; [`agent`] speaks HAProxy's agent-check protocol from the same view.
 //! - [`metrics`]: the Prometheus registry (recorded by the loops, encoded per scrape), every
-//!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics.
+//!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics, read
+//!   when a scrape asks for them, and trims the heap every tenth round.
 //!
 //! The subcommands, [`cmd::check`] (ask a running daemon) and [`cmd::probe`] (pg_isready for
 //! Redis, the daemon's checks once), and [`cmd::check_config`] (`--check-config`); every exit code, [`exit`]; the signals, held from the
 //! first line of `main` until their handlers run, [`signals`].
 //!
 //! Data flows one way: each target's loop sends its rounds to the publisher, the only writer
-//! of a `watch` channel of immutable snapshots (bodies pre-rendered); every request reads the
-//! latest one and compares its age with max-age.
+//! of a `watch` channel of immutable snapshots (bodies rendered once each); every request
+//! reads the latest one and compares its age with max-age.
 
 pub mod address;
 pub mod admission;

@@ -128,35 +128,10 @@ impl Reading {
     }
 }
 
-/// Hands memory freed since the last trim back to the OS every [`TRIM_EVERY`] rounds. After a
-/// burst of connections the allocator keeps their freed buffers; a sidecar idles far more than
-/// it serves bursts, so this brings its resident memory back near the idle level within
-/// seconds. Not every round: an idle check's own garbage (its INFO reply, the bodies it
-/// replaced) is reused by the next check, and trimming it each time cost a walk of the heap,
-/// `madvise` calls and page faults to fill the same pages again: 13 % of an idle daemon's CPU
-/// samples, against 5 % trimming every tenth round (glibc only).
-#[derive(Debug, Default)]
-pub struct FreeMemory {
-    rounds: u32,
-}
-
-/// Rounds between two trims: ten seconds at the default interval.
-pub const TRIM_EVERY: u32 = 10;
-
-impl FreeMemory {
-    /// Counts a round; every [`TRIM_EVERY`]th (the first included) trims. True when it did.
-    pub fn round(&mut self) -> bool {
-        let due = self.rounds == 0;
-        self.rounds = self.rounds.wrapping_add(1) % TRIM_EVERY;
-        if due {
-            release_free_memory();
-        }
-        due
-    }
-}
-
-/// Hands the allocator's free pages back to the OS (glibc only).
-fn release_free_memory() {
+/// Hands memory freed since the last call back to the OS (glibc only). After a burst of
+/// connections the allocator keeps their freed buffers; a sidecar idles far more than it
+/// serves bursts, so the check loop calls this every few rounds (see `monitor`).
+pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
     unsafe {
@@ -288,13 +263,6 @@ mod tests {
             let _ = parse_stat(&stat, 100.0, 4096, 0.0);
             let _ = boot_time(&stat);
         }
-    }
-
-    #[test]
-    fn free_memory_is_trimmed_on_the_first_round_and_every_tenth_after() {
-        let mut free = FreeMemory::default();
-        let at: Vec<u32> = (0..25u32).filter(|_| free.round()).collect();
-        assert_eq!(at, vec![0, 10, 20]);
     }
 
     #[test]
