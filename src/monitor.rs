@@ -189,12 +189,12 @@ pub async fn run(
     servers
 }
 
-/// Rounds of the first target between two trims of the heap (the first round trims): after a
-/// burst of connections resident memory is back near the idle level within seconds. Not every
-/// round: an idle check's own garbage (its INFO reply, the bodies it replaced) is reused by the
-/// next check, and trimming it each time cost a walk of the heap, `madvise` calls and page
-/// faults to fill the same pages again (13 % of an idle daemon's CPU samples, against 5 %
-/// every tenth round).
+/// Rounds of the first target between two trims of the heap when no request was served (a
+/// round after requests always trims, so memory under load stays as low as trimming every
+/// round kept it). Not every round: an idle check's own garbage (its INFO reply, the bodies it
+/// replaced) is reused by the next check, and trimming it each time cost a walk of the heap,
+/// `madvise` calls and page faults to fill the same pages again (13 % of an idle daemon's CPU
+/// samples, against 5 % every tenth round).
 const TRIM_EVERY: u32 = 10;
 
 /// True on the first call and on every `n`th after it: housekeeping that need not run every
@@ -251,8 +251,8 @@ pub async fn publish(
         let snapshot = Snapshot::new(Instant::now(), verdict, &description, started, &history);
         started = snapshot.started;
         snapshots.send_replace(Arc::new(snapshot));
-        if paced && trim.due() {
-            crate::process::release_free_memory();
+        if paced {
+            crate::process::release_free_memory(trim.due());
         }
     }
 }

@@ -4,6 +4,7 @@
 //! reads none at all. No maintained collector crate plugs into prometheus-client, so this is
 //! the one small module that reads them; elsewhere than Linux it reports nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -128,15 +129,30 @@ impl Reading {
     }
 }
 
-/// Hands memory freed since the last call back to the OS (glibc only). After a burst of
-/// connections the allocator keeps their freed buffers; a sidecar idles far more than it
-/// serves bursts, so the check loop calls this every few rounds (see `monitor`).
-pub fn release_free_memory() {
+/// HTTP requests served since the heap was last trimmed.
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a request served: its garbage (bodies, buffers) is what the next round trims.
+pub fn note_request() {
+    SERVED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Hands memory freed since the last trim back to the OS (glibc only) when requests were served
+/// since, or when `due` (the check loop's every few rounds, see `monitor`). After a burst of
+/// connections the allocator keeps their freed buffers; a sidecar idles far more than it serves
+/// bursts, so this keeps its resident memory near the idle level, under load too. True when it
+/// trimmed.
+pub fn release_free_memory(due: bool) -> bool {
+    let served = SERVED.swap(0, Ordering::Relaxed);
+    if !due && served == 0 {
+        return false;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
     }
+    true
 }
 
 /// Parses `/proc/self/stat`: fields after the `(comm)`, which may itself hold spaces.
@@ -263,6 +279,19 @@ mod tests {
             let _ = parse_stat(&stat, 100.0, 4096, 0.0);
             let _ = boot_time(&stat);
         }
+    }
+
+    #[test]
+    fn the_heap_is_trimmed_when_due_or_after_requests_only() {
+        release_free_memory(true);
+        assert!(
+            !release_free_memory(false),
+            "no request since the last trim, not due"
+        );
+        note_request();
+        assert!(release_free_memory(false), "a request since the last trim");
+        assert!(!release_free_memory(false), "counted once");
+        assert!(release_free_memory(true), "due");
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub async fn serve(
         let Ticket { id, idle_since } = ticket;
         let clock = clock.clone();
         let service = service_fn(move |request: Request<Incoming>| {
+            crate::process::note_request();
             let settings = state.access.settings();
             // Nothing to check (no users, no rate limit): answered at once, as without a web
             // configuration; otherwise a bcrypt check may have to be awaited.
