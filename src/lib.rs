@@ -43,7 +43,7 @@
 //!   stay when full; [`agent`] speaks HAProxy's agent-check protocol from the same view.
 //! - [`metrics`]: the Prometheus registry (recorded by the loops, encoded per scrape), every
 //!   Redis series labelled by target; [`process`] adds the standard `process_*` metrics, read
-//!   when a scrape asks for them, and trims the heap every tenth round.
+//!   when a scrape asks for them, and trims the heap after requests or every tenth round.
 //!
 //! The subcommands, [`cmd::check`] (ask a running daemon) and [`cmd::probe`] (pg_isready for
 //! Redis, the daemon's checks once), and [`cmd::check_config`] (`--check-config`); every exit code, [`exit`]; the signals, held from the
