@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 use support::{wait_until, Daemon, RedisServer};
 
+/// The slowest a probe may be beside slow or hostile connections. A starved probe waits for a
+/// slot until those reach the 5 s header timeout, or is refused. Run alone, the thousand-slowloris
+/// test's slowest probe takes 4-8 ms; beside other test binaries on two cores, 50-105 ms, for this
+/// build and the one before it alike. So the bound is the one that matters to a prober: well
+/// inside the kubelet's default 1 s timeout.
+const PROBE_BOUND: Duration = Duration::from_millis(500);
+
 /// Sends `payload` on a fresh connection and reads until the server closes it (bounded).
 /// Returns the status of the first reply, if any came.
 fn send(addr: SocketAddr, payload: &[u8]) -> (Option<u16>, Vec<u8>) {
@@ -71,7 +78,7 @@ fn slowloris_connections_are_cut_while_probes_stay_fast() {
         slowest = slowest.max(took);
     }
     println!("slowest /readyz beside 200 slow connections: {slowest:?}");
-    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    assert!(slowest < PROBE_BOUND, "{slowest:?}");
     for stream in &slow {
         assert!(
             closed_by_server(stream, Duration::from_secs(10)),
@@ -162,7 +169,7 @@ fn probes_from_another_address_win_over_a_thousand_slowloris_connections() {
          ({held} still open at the end); slowest {slowest:?}; daemon fds {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB"
     );
     assert!(opened >= 1000, "the attacker opened only {opened}");
-    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    assert!(slowest < PROBE_BOUND, "{slowest:?}");
     assert!(fds1 <= fds0 + 256 + 8, "descriptors: {fds0} -> {fds1}");
     assert!(rss1 <= rss0 + 8 * 1024, "RSS: {rss0} -> {rss1} KiB");
     assert!(
