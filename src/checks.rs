@@ -75,6 +75,7 @@ impl Plan {
         Commands {
             cluster_info: false,
             info: self.state,
+            role_required: self.required_role().is_some(),
             write: self.write_key.clone().map(|key| (key, self.write_ttl)),
             drain: self.drain_key.clone(),
         }
@@ -88,6 +89,9 @@ pub struct Commands {
     pub cluster_info: bool,
     /// `INFO server replication persistence memory keyspace`.
     pub info: bool,
+    /// A role is required (`--expect-role`, Sentinel, a cluster): `INFO replication` every
+    /// round, whatever the server's role.
+    pub role_required: bool,
     /// `SET key <unix ms> PX ttl`.
     pub write: Option<(String, Duration)>,
     /// `EXISTS key`.

@@ -166,6 +166,15 @@ fn a_master_demoted_under_the_url_fails_expect_role_master_and_writes() {
         demoted.elapsed()
     );
     assert_eq!(output, "READONLY You can't write against a read only replica.");
+    // With any role allowed, the role alters no verdict: it is read at the next full round.
+    wait_until(SEEN_IN_FULL_INFO, "the role read at a full round", || {
+        support::entry(plain.addr, "redis:role")["observedValue"] == "replica"
+    });
+    println!(
+        "demoted: the default flags read the role after {:?} (bound {SEEN_IN_FULL_INFO:?})",
+        demoted.elapsed()
+    );
+    assert!(demoted.elapsed() <= SEEN_IN_FULL_INFO);
     // The master waits repl-diskless-sync-delay (5 s) before the first sync.
     // Up, and heard from: the observed value is the lag in seconds.
     wait_until(Duration::from_secs(10), "the replica's link up", || {
@@ -573,9 +582,10 @@ fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, f64>
         .collect()
 }
 
-/// `INFO` calls per interval: `INFO replication` every round, and every fifth round the five
-/// sections the state checks read, one `INFO` each.
-const INFO_CALLS: f64 = (4.0 + 5.0) / 5.0;
+/// `INFO` calls per interval against a master with no role required: every fifth round the
+/// five sections the state checks read, one `INFO` each, and PING alone between.
+const INFO_CALLS: f64 = 5.0 / EVERY_SECTION_ROUNDS;
+const EVERY_SECTION_ROUNDS: f64 = 5.0;
 
 #[test]
 fn each_interval_costs_ping_and_info_plus_one_command_per_opt_in() {
@@ -639,38 +649,82 @@ fn a_server_without_info_warns_and_stays_ready() {
 }
 
 /// The sections each check asked, in the order asked, from Redis's slowlog (every command
-/// logged): `replication`, `memory`...
+/// logged): `replication`, `memory`... (the test's own `INFO commandstats` left out).
 fn info_sections_asked(redis: &RedisServer) -> Vec<String> {
     let log = redis.cli(&["SLOWLOG", "GET", "100000"]);
     let lines: Vec<&str> = log.lines().map(str::trim).collect();
     lines
         .windows(2)
-        .filter(|pair| pair[0] == "INFO")
+        .filter(|pair| pair[0] == "INFO" && pair[1] != "commandstats")
         .map(|pair| pair[1].to_owned())
         .collect()
 }
 
-/// The detection bounds the README states: role and replication link within one interval
-/// (every round asks `INFO replication`), memory and persistence within five (every fifth
-/// round asks every section), and a state that is not passing asked every round until it
-/// passes, so its recovery shows at the next round.
-#[test]
-fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_passing() {
-    let redis = RedisServer::start_with(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000"]);
-    let daemon = start_fast(&redis.url(), &[]);
+/// A Redis that logs every command in its slowlog.
+fn logging_every_command(extra: &[&str]) -> RedisServer {
+    let logging = ["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000"];
+    RedisServer::start_with(&[&logging[..], extra].concat())
+}
+
+/// `calls` of PING so far.
+fn pings(redis: &RedisServer) -> f64 {
+    command_calls(redis).get("ping").copied().unwrap_or(0.0)
+}
+
+/// The sections ten healthy rounds of `daemon` asked `redis`, counted: replication and memory
+/// (memory comes with the other sections of a full round).
+fn ten_rounds(redis: &RedisServer, daemon: &support::Daemon) -> (usize, usize) {
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     redis.cli(&["SLOWLOG", "RESET"]);
-    let pings = |redis: &RedisServer| command_calls(redis).get("ping").copied().unwrap_or(0.0);
-    let before = pings(&redis);
-    wait_until(INTERVAL * 30, "ten rounds", || pings(&redis) - before >= 10.0);
-    let asked = info_sections_asked(&redis);
+    let before = pings(redis);
+    wait_until(INTERVAL * 30, "ten rounds", || pings(redis) - before >= 10.0);
+    let asked = info_sections_asked(redis);
     let count = |section: &str| asked.iter().filter(|s| *s == section).count();
     println!("10 healthy rounds asked {asked:?}");
-    assert!((10..=12).contains(&count("replication")), "{asked:?}");
-    assert!((2..=3).contains(&count("memory")), "{asked:?}");
-    assert_eq!(count("memory"), count("persistence"));
-    assert_eq!(count("memory"), count("keyspace"));
-    assert_eq!(count("memory"), count("server"));
+    for section in ["persistence", "keyspace", "server"] {
+        assert_eq!(count("memory"), count(section), "{asked:?}");
+    }
+    (count("replication"), count("memory"))
+}
+
+/// The role and the replication link are asked every round where they judge: a required
+/// role (`--expect-role`) and a replica (its link and lag). A master that may have any role is
+/// PINGed alone between full rounds.
+#[test]
+fn the_replication_section_is_asked_every_round_where_it_can_change_a_verdict() {
+    let master = logging_every_command(&[]);
+    let required = start_fast(&master.url(), &["--expect-role", "master"]);
+    let (replication, full) = ten_rounds(&master, &required);
+    assert!((10..=12).contains(&replication), "{replication}");
+    assert!((2..=3).contains(&full), "{full}");
+    drop(required);
+
+    let replica = logging_every_command(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    wait_until(Duration::from_secs(10), "the replica in sync", || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let plain = start_fast(&replica.url(), &[]);
+    let (replication, full) = ten_rounds(&replica, &plain);
+    assert!((10..=12).contains(&replication), "{replication}");
+    assert!((2..=3).contains(&full), "{full}");
+}
+
+/// The detection bounds the README states: role and replication link within one interval
+/// where they can change a verdict (above), memory and persistence (and the role of a master
+/// that may have any) within five (every fifth round asks every section), and a state that is
+/// not passing asked every round until it passes, so its recovery shows at the next round.
+#[test]
+fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_passing() {
+    let redis = logging_every_command(&[]);
+    let daemon = start_fast(&redis.url(), &[]);
+    let (replication, full) = ten_rounds(&redis, &daemon);
+    assert!((2..=3).contains(&full), "{full}");
+    assert_eq!(
+        replication, full,
+        "a master that may have any role: PING alone between"
+    );
 
     // Memory full: seen within five intervals, then asked every round until it passes.
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);

@@ -39,7 +39,8 @@ impl Connection {
         }
         let started = Instant::now();
         let client = self.client.with_options(&self.options);
-        let sections = (commands.info && self.info_denied.is_none()).then(|| self.info_schedule.sections());
+        let sections = (commands.info && self.info_denied.is_none())
+            .then(|| self.info_schedule.sections(commands.role_required));
         // tokio::join! polls its futures in this order the first time, and each fred command is
         // queued at its first poll: the order the commands are written in.
         let info = async {
@@ -99,6 +100,11 @@ impl Connection {
             Err(e) => Err(self.failure(&e)),
         };
         let info = match (info, sections) {
+            // PING alone this round: the latest full reply is still the one to read.
+            (_, Some([])) => match self.info_schedule.unasked() {
+                Some(text) => InfoReply::Text(text),
+                None => InfoReply::NotAsked,
+            },
             (Some(replies), Some(sections)) => {
                 let every_section = sections.len() > 1;
                 let text = replies
