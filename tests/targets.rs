@@ -370,7 +370,7 @@ fn fifty_targets_are_all_ready_within_two_intervals_and_cost_one_round_each() {
             "r{i}"
         );
     }
-    // Each server gets what one target's server gets: a PING and an INFO per interval (five every fifth). The
+    // Each server gets what one target's server gets: a PING per interval, five INFOs every fifth. The
     // counters of 50 servers take a while to read (two redis-cli runs each), so each server's
     // window is timed on its own: from its first reading to its last.
     let before: Vec<(Instant, u64, u64)> = servers

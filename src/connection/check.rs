@@ -100,7 +100,8 @@ impl Connection {
             Err(e) => Err(self.failure(&e)),
         };
         let info = match (info, sections) {
-            // PING alone this round: the latest full reply is still the one to read.
+            // PING alone this round: the latest full reply is still the one to read (the
+            // schedule asks nothing only after a full reply on this connection).
             (_, Some([])) => match self.info_schedule.unasked() {
                 Some(text) => InfoReply::Text(text),
                 None => InfoReply::NotAsked,
