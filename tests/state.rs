@@ -584,7 +584,10 @@ fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, f64>
 
 /// `INFO` calls per interval against a master with no role required: every fifth round the
 /// five sections the state checks read, one `INFO` each, and PING alone between.
-const INFO_CALLS: f64 = 5.0 / EVERY_SECTION_ROUNDS;
+const INFO_CALLS: f64 = SECTIONS / EVERY_SECTION_ROUNDS;
+/// `INFO` calls of a full round: one per section.
+const SECTIONS: f64 = 5.0;
+/// A full round once in this many.
 const EVERY_SECTION_ROUNDS: f64 = 5.0;
 
 #[test]
@@ -666,18 +669,13 @@ fn logging_every_command(extra: &[&str]) -> RedisServer {
     RedisServer::start_with(&[&logging[..], extra].concat())
 }
 
-/// `calls` of PING so far.
-fn pings(redis: &RedisServer) -> f64 {
-    command_calls(redis).get("ping").copied().unwrap_or(0.0)
-}
-
 /// The sections ten healthy rounds of `daemon` asked `redis`, counted: replication and memory
 /// (memory comes with the other sections of a full round).
 fn ten_rounds(redis: &RedisServer, daemon: &support::Daemon) -> (usize, usize) {
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     redis.cli(&["SLOWLOG", "RESET"]);
-    let before = pings(redis);
-    wait_until(INTERVAL * 30, "ten rounds", || pings(redis) - before >= 10.0);
+    let before = redis.ping_calls();
+    wait_until(INTERVAL * 30, "ten rounds", || redis.ping_calls() - before >= 10);
     let asked = info_sections_asked(redis);
     let count = |section: &str| asked.iter().filter(|s| *s == section).count();
     println!("10 healthy rounds asked {asked:?}");
@@ -740,8 +738,8 @@ fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_p
     println!("memory full: warn after {took:?} (bound {SEEN_IN_FULL_INFO:?})");
     assert!(full.elapsed() <= SEEN_IN_FULL_INFO);
     redis.cli(&["SLOWLOG", "RESET"]);
-    let before = pings(&redis);
-    wait_until(INTERVAL * 15, "four rounds", || pings(&redis) - before >= 4.0);
+    let before = redis.ping_calls();
+    wait_until(INTERVAL * 15, "four rounds", || redis.ping_calls() - before >= 4);
     let asked = info_sections_asked(&redis);
     let memory = asked.iter().filter(|s| *s == "memory").count();
     println!("4 rounds while memory warns asked {asked:?}");
