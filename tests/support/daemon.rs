@@ -194,6 +194,11 @@ impl Drop for DaemonProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failed test shows what the daemon said: a flake on a CI machine is then read
+            // from its output, not guessed at.
+            eprintln!("--- the daemon's log ---\n{}--- end ---", self.log());
+        }
     }
 }
 

@@ -167,6 +167,31 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The ids of the normal clients that have sent a command, redis-cli's own `CLIENT LIST`
+    /// left out: a daemon's established connections. A bare connection (the daemon's check
+    /// that the server accepts connections, a handshake under way) has sent none, and would
+    /// be gone, or an attempt broken, by the time a kill by type reached it.
+    pub fn established_clients(&self) -> Vec<String> {
+        self.cli(&["CLIENT", "LIST", "TYPE", "normal"])
+            .lines()
+            .filter(|line| {
+                let cmd = line.split(' ').find_map(|field| field.strip_prefix("cmd="));
+                !matches!(cmd, None | Some("NULL" | "client|list" | "client"))
+            })
+            .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Kills the [established](Self::established_clients) connections by id; how many it
+    /// killed.
+    pub fn kill_established_clients(&self) -> usize {
+        self.established_clients()
+            .iter()
+            .filter(|id| self.cli(&["CLIENT", "KILL", "ID", id]) == "1")
+            .count()
+    }
+
     /// A field of `INFO` (e.g. `total_connections_received`), or of `cmdstat_ping`'s `calls`.
     pub fn info_number(&self, args: &[&str], field: &str) -> u64 {
         let mut command = vec!["INFO"];
