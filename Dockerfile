@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # redis-healthd container image: a Rust builder stage with cached dependency layers, and a
-# distroless runtime stage (no shell) running as a non-root user. The binary has glibc linked
-# in (scripts/build-static): each sidecar maps one file instead of five, 1.4 MiB less RSS.
+# distroless runtime stage (no libc, no shell) running as a non-root user. The binary has glibc
+# linked in (scripts/build-static): each sidecar maps one file instead of five, 1.4 MiB less RSS.
 #
 #   docker build -t redis-healthd .
 #   docker run --rm -p 8558:8558 -e REDIS_URL=redis://redis:6379 redis-healthd
@@ -34,7 +34,7 @@ RUN touch src/main.rs src/lib.rs \
     && binary="$(scripts/build-static)" \
     && install -D -m 0755 "$binary" /out/redis-healthd
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="redis-healthd" \
       org.opencontainers.image.description="Health-check sidecar for Redis: cached PING verdicts over HTTP (/livez /readyz /startupz, health+json, Prometheus metrics)" \

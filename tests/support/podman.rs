@@ -62,7 +62,7 @@ pub fn image() -> &'static str {
         println!("scripts/container-image ({:?}):\n{said}", started.elapsed());
         for base in [
             "rust:1.95-slim-bookworm",
-            "gcr.io/distroless/cc-debian12:nonroot",
+            "gcr.io/distroless/static-debian12:nonroot",
             REDIS_IMAGE,
             "busybox:1.36",
         ] {
