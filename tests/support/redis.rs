@@ -174,12 +174,13 @@ impl RedisServer {
     pub fn established_clients(&self) -> Vec<String> {
         self.cli(&["CLIENT", "LIST", "TYPE", "normal"])
             .lines()
-            .filter(|line| {
-                let cmd = line.split(' ').find_map(|field| field.strip_prefix("cmd="));
-                !matches!(cmd, None | Some("NULL" | "client|list" | "client"))
+            .filter_map(|line| {
+                let field = |name: &str| line.split(' ').find_map(|f| f.strip_prefix(name));
+                match field("cmd=") {
+                    None | Some("NULL" | "client|list" | "client") => None,
+                    Some(_) => field("id=").map(str::to_owned),
+                }
             })
-            .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
-            .map(str::to_owned)
             .collect()
     }
 
