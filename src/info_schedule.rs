@@ -1,66 +1,98 @@
 //! Which `INFO` sections one connection's check asks, no I/O. Every section each round costs
-//! Redis more than the PING it rides with, so a round asks `INFO replication` (role, link,
-//! lag: seen within one interval) where it can change a verdict, and every
-//! [`EVERY_SECTION_ROUNDS`]th round all the sections the state checks read (memory,
-//! persistence, the keyspace's expiries, the server's mode and version: seen within that
-//! many). The replication section can change a verdict where a role is required
-//! (`--expect-role`, Sentinel, a cluster) and on a replica (its link and lag judge
-//! `redis:replication`); a master that may have any role is PINGed alone between its full
-//! rounds, and its role is read within that many intervals (a change there alters no verdict).
-//! The first round on a connection asks every section, and so does every round while a state
-//! check is not passing (its recovery shows at the next round) and a round whose replication
-//! changed (a failover changes more than the role). A round that asked replication alone, or
-//! nothing, is read with the other sections of the latest full reply.
+//! Redis more than the PING it rides with, so:
+//! - the first round on a connection asks every section the state checks read
+//!   ([`EVERY_SECTION`]), and so does a round whose replication changed (a failover changes
+//!   more than the role);
+//! - every [`EVERY_SECTION_ROUNDS`]th round asks the sections that can change while the
+//!   connection lasts ([`CHANGING`]: replication, persistence, memory; memory and persistence
+//!   are seen within that many intervals), with the keyspace only where its expiries can judge
+//!   `redis:memory` (a `volatile-*` policy under a `maxmemory`). The server section (version,
+//!   mode, `run_id`) is the process's own, and a new process is a new connection;
+//! - a round while a state check is not passing asks what can change, so its recovery shows
+//!   at the next round;
+//! - between, `INFO replication` (role, link, lag: seen within one interval) where it can
+//!   change a verdict: where a role is required (`--expect-role`, Sentinel, a cluster) and on a
+//!   replica (its link and lag judge `redis:replication`). A master that may have any role is
+//!   PINGed alone, and its role is read within that many intervals (a change there alters no
+//!   verdict).
+//!
+//! A reply with some sections is read with the others of the latest reply that had them.
 
 use crate::info::{Info, Role};
 
 /// Every section the state checks read.
 pub const EVERY_SECTION: [&str; 5] = ["server", "replication", "persistence", "memory", "keyspace"];
 
+/// The sections that can change while a connection lasts, keyspace aside.
+pub const CHANGING: [&str; 3] = ["replication", "persistence", "memory"];
+
+/// [`CHANGING`] and the keyspace, where its expiries judge `redis:memory`.
+const CHANGING_WITH_KEYSPACE: [&str; 4] = ["replication", "persistence", "memory", "keyspace"];
+
 /// The section asked every round where it can change a verdict.
 pub const EACH_ROUND: [&str; 1] = ["replication"];
 
-/// A full reply at least once in this many rounds: memory and persistence problems (and the
-/// role of a master that may have any) are seen within this many intervals.
+/// What can change is asked at least once in this many rounds: memory and persistence
+/// problems (and the role of a master that may have any) are seen within this many intervals.
 pub const EVERY_SECTION_ROUNDS: u32 = 5;
 
 /// What one connection has asked since it was made.
 #[derive(Debug, Default)]
 pub struct InfoSchedule {
-    /// The latest reply with every section, and what followed it.
-    full: Option<Full>,
-    /// A state check did not pass at the latest round: ask every section until it does.
+    /// Every section as last read on this connection, and what followed.
+    latest: Option<Latest>,
+    /// A state check did not pass at the latest round: ask what can change until it does.
     closely: bool,
 }
 
-/// The latest reply with every section.
+/// Every section as last read: the reply with all of them, each part since replaced by a
+/// later reply that had it.
 #[derive(Debug)]
-struct Full {
+struct Latest {
     text: String,
-    /// Rounds since it was asked.
+    /// Rounds since what can change was asked.
     rounds: u32,
     /// It says the server is a master: with no role required, nothing else is asked until
-    /// the next full round.
+    /// the next round of what can change.
     master: bool,
+    /// Its memory section has a `volatile-*` policy under a `maxmemory`: the keys' expiries
+    /// judge `redis:memory`, so the keyspace is asked with what can change.
+    keyspace_judges: bool,
 }
 
-/// What to do with a reply that holds the replication section alone.
+impl Latest {
+    fn new(text: String) -> Self {
+        let info = Info::parse(&text);
+        let volatile = info
+            .maxmemory_policy
+            .as_deref()
+            .is_some_and(|p| p.starts_with("volatile-"));
+        Self {
+            master: info.role == Some(Role::Master),
+            keyspace_judges: volatile && info.maxmemory.unwrap_or(0) > 0,
+            text,
+            rounds: 0,
+        }
+    }
+}
+
+/// What to do with a reply that holds some of the sections.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Merged {
-    /// The reply to read: the latest full one with this replication section.
+    /// The reply to read: the latest one with every section, these sections replaced.
     Text(String),
-    /// The replication changed since the latest full reply (or there is none): ask every
-    /// section now.
+    /// The replication changed since the latest reply (or there is none), or the keyspace
+    /// now judges `redis:memory` and was not asked: ask every section now.
     AskAll,
 }
 
 impl InfoSchedule {
     /// Forgets the replies of the previous connection (a new connection may be a new server).
     pub fn reset(&mut self) {
-        self.full = None;
+        self.latest = None;
     }
 
-    /// Asks every section while `on` (a state check of the latest round did not pass).
+    /// Asks what can change while `on` (a state check of the latest round did not pass).
     pub fn watch_closely(&mut self, on: bool) {
         self.closely = on;
     }
@@ -68,43 +100,42 @@ impl InfoSchedule {
     /// The sections to ask this round (none: PING alone). `role_required`: a role other than
     /// the required one fails `redis:role`, so the role is asked every round.
     pub fn sections(&self, role_required: bool) -> &'static [&'static str] {
-        match &self.full {
-            Some(full) if !self.closely && full.rounds + 1 < EVERY_SECTION_ROUNDS => {
-                if full.master && !role_required {
-                    &[]
-                } else {
-                    &EACH_ROUND
-                }
+        let Some(latest) = &self.latest else {
+            return &EVERY_SECTION;
+        };
+        if self.closely || latest.rounds + 1 >= EVERY_SECTION_ROUNDS {
+            if latest.keyspace_judges {
+                &CHANGING_WITH_KEYSPACE
+            } else {
+                &CHANGING
             }
-            _ => &EVERY_SECTION,
+        } else if latest.master && !role_required {
+            &[]
+        } else {
+            &EACH_ROUND
         }
     }
 
     /// Records a reply with every section.
     pub fn record_full(&mut self, text: &str) {
-        let role = Info::parse(section(text, "Replication")).role;
-        self.full = Some(Full {
-            text: text.to_owned(),
-            rounds: 0,
-            master: role == Some(Role::Master),
-        });
+        self.latest = Some(Latest::new(text.to_owned()));
     }
 
-    /// The reply to read for a round that asked no section: the latest full one, if any.
+    /// The reply to read for a round that asked no section: the latest one, if any.
     pub fn unasked(&mut self) -> Option<String> {
-        let full = self.full.as_mut()?;
-        full.rounds += 1;
-        Some(full.text.clone())
+        let latest = self.latest.as_mut()?;
+        latest.rounds += 1;
+        Some(latest.text.clone())
     }
 
-    /// Reads a reply with the replication section alone against the latest full reply.
-    pub fn merge(&mut self, replication: &str) -> Merged {
-        let Some(full) = &mut self.full else {
+    /// Reads a reply with some of the sections against the latest one with every section.
+    pub fn merge(&mut self, reply: &str) -> Merged {
+        let Some(latest) = &mut self.latest else {
             return Merged::AskAll;
         };
         let (before, after) = (
-            Info::parse(section(&full.text, "Replication")),
-            Info::parse(replication),
+            Info::parse(section(&latest.text, "Replication")),
+            Info::parse(section(reply, "Replication")),
         );
         let same = before.role == after.role
             && before.master == after.master
@@ -113,8 +144,23 @@ impl InfoSchedule {
         if !same {
             return Merged::AskAll;
         }
-        full.rounds += 1;
-        Merged::Text(replace_section(&full.text, "Replication", replication))
+        let mut text = latest.text.clone();
+        for name in ["Replication", "Persistence", "Memory", "Keyspace"] {
+            if section_bounds(reply, name).is_some() {
+                text = replace_section(&text, name, section(reply, name));
+            }
+        }
+        if section_bounds(reply, "Memory").is_none() {
+            latest.rounds += 1;
+            latest.text = text.clone();
+            return Merged::Text(text);
+        }
+        let next = Latest::new(text.clone());
+        if next.keyspace_judges && section_bounds(reply, "Keyspace").is_none() {
+            return Merged::AskAll;
+        }
+        *latest = next;
+        Merged::Text(text)
     }
 }
 
@@ -158,6 +204,15 @@ mod tests {
         connected_slaves:0\r\n\r\n# Memory\r\nused_memory:1000\r\nmaxmemory:0\r\n\r\n# Keyspace\r\n\
         db0:keys=3,expires=1,avg_ttl=0\r\n";
 
+    /// The reply of `full`'s server to `sections`, one `INFO` each, its replica count changed
+    /// (a field no verdict reads).
+    fn reply(full: &str, sections: &[&str]) -> String {
+        let parts: Vec<&str> = sections.iter().map(|name| section(full, name)).collect();
+        parts
+            .join("\r\n")
+            .replace("connected_slaves:0", "connected_slaves:1")
+    }
+
     /// The sections asked in `rounds` rounds on one connection to a server whose full reply
     /// is `full`, with or without a required role.
     fn asked(full: &str, role_required: bool, rounds: usize) -> Vec<usize> {
@@ -169,31 +224,41 @@ mod tests {
             if sections == EVERY_SECTION {
                 schedule.record_full(full);
             } else if sections.is_empty() {
-                assert_eq!(schedule.unasked().as_deref(), Some(full));
+                assert!(schedule.unasked().is_some());
             } else {
-                let replication =
-                    section(full, "Replication").replace("connected_slaves:0", "connected_slaves:1");
-                let merged = schedule.merge(&replication);
-                assert!(matches!(merged, Merged::Text(_)), "{merged:?}");
+                let merged = schedule.merge(&reply(full, sections));
+                let Merged::Text(text) = merged else {
+                    panic!("nothing changed that matters: {merged:?}");
+                };
+                assert_eq!(Info::parse(&text), Info::parse(full), "{sections:?}");
             }
         }
         asked
     }
 
     #[test]
-    fn a_connection_asks_everything_first_then_replication_where_it_judges_until_the_fifth_round() {
+    fn a_connection_asks_everything_first_then_what_can_change_every_fifth_round() {
         let replica = replace_section(
             FULL,
             "Replication",
             "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.7\r\nmaster_port:6379\r\n",
         );
         let no_role = replace_section(FULL, "Replication", "# Replication\r\n");
+        let volatile = replace_section(
+            FULL,
+            "Memory",
+            "# Memory\r\nused_memory:1000\r\nmaxmemory:4000\r\nmaxmemory_policy:volatile-lru\r\n",
+        );
+        let volatile_unlimited = volatile.replace("maxmemory:4000", "maxmemory:0");
         for (full, role_required, expected) in [
-            (FULL, true, [5, 1, 1, 1, 1, 5, 1, 1, 1, 1, 5]),
-            (FULL, false, [5, 0, 0, 0, 0, 5, 0, 0, 0, 0, 5]),
-            (&replica, false, [5, 1, 1, 1, 1, 5, 1, 1, 1, 1, 5]),
-            (&replica, true, [5, 1, 1, 1, 1, 5, 1, 1, 1, 1, 5]),
-            (&no_role, false, [5, 1, 1, 1, 1, 5, 1, 1, 1, 1, 5]),
+            (FULL, true, [5, 1, 1, 1, 1, 3, 1, 1, 1, 1, 3]),
+            (FULL, false, [5, 0, 0, 0, 0, 3, 0, 0, 0, 0, 3]),
+            (&replica, false, [5, 1, 1, 1, 1, 3, 1, 1, 1, 1, 3]),
+            (&replica, true, [5, 1, 1, 1, 1, 3, 1, 1, 1, 1, 3]),
+            (&no_role, false, [5, 1, 1, 1, 1, 3, 1, 1, 1, 1, 3]),
+            // The keys' expiries judge redis:memory only under a volatile-* policy with a limit.
+            (&volatile, false, [5, 0, 0, 0, 0, 4, 0, 0, 0, 0, 4]),
+            (&volatile_unlimited, false, [5, 0, 0, 0, 0, 3, 0, 0, 0, 0, 3]),
         ] {
             assert_eq!(
                 asked(full, role_required, 11),
@@ -213,12 +278,36 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_whose_keyspace_judges_and_was_not_asked_asks_every_section_at_once() {
+        let mut schedule = InfoSchedule::default();
+        schedule.record_full(FULL);
+        let limited = "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n# Memory\r\n\
+                       used_memory:1000\r\nmaxmemory:4000\r\nmaxmemory_policy:volatile-ttl\r\n";
+        assert_eq!(schedule.merge(limited), Merged::AskAll);
+        let allkeys = limited.replace("volatile-ttl", "allkeys-lru");
+        let Merged::Text(text) = schedule.merge(&allkeys) else {
+            panic!("allkeys-lru evicts whatever the keyspace");
+        };
+        let info = Info::parse(&text);
+        assert_eq!(
+            (info.maxmemory, info.expires, info.run_id.as_deref()),
+            (Some(4000), Some(1), Some("abc")),
+            "the memory section replaced, the keyspace and the server's kept"
+        );
+        assert_eq!(
+            schedule.sections(false),
+            [""; 0],
+            "a round of what can change restarts the count"
+        );
+    }
+
+    #[test]
     fn a_state_not_passing_is_asked_every_round() {
         let mut schedule = InfoSchedule::default();
         schedule.record_full(FULL);
         schedule.watch_closely(true);
-        assert_eq!(schedule.sections(false), EVERY_SECTION);
-        assert_eq!(schedule.sections(true), EVERY_SECTION);
+        assert_eq!(schedule.sections(false), CHANGING);
+        assert_eq!(schedule.sections(true), CHANGING);
         schedule.watch_closely(false);
         assert_eq!(schedule.sections(true), EACH_ROUND);
         assert_eq!(schedule.sections(false), [""; 0]);
@@ -283,11 +372,16 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_pair_of_replies_merges_without_panicking(full in "\\PC{0,300}", part in "\\PC{0,100}") {
+        fn any_pair_of_replies_merges_without_panicking(
+            full in "(# (Server|Replication|Persistence|Memory|Keyspace)\r\n[a-z_:0-9\r\n-]{0,60}){0,6}\\PC{0,60}",
+            part in "(# (Replication|Persistence|Memory|Keyspace)\r\n[a-z_:0-9\r\n-]{0,60}){0,4}\\PC{0,30}",
+        ) {
             let mut schedule = InfoSchedule::default();
             schedule.record_full(&full);
             if let Merged::Text(text) = schedule.merge(&part) {
-                proptest::prop_assert!(text.len() <= full.len() + part.len() + 8);
+                // Each of the four sections a reply may replace adds at most its own text and
+                // two line ends.
+                proptest::prop_assert!(text.len() <= full.len() + part.len() + 16);
             }
         }
     }

@@ -88,7 +88,7 @@ fn memory_full_with_noeviction_warns_by_default_and_fails_writes_with_check_writ
 /// refuses every write exactly as under `noeviction`.
 #[test]
 fn memory_full_with_a_volatile_policy_and_nothing_to_evict_warns() {
-    let redis = RedisServer::start_with(&["--enable-debug-command", "local"]);
+    let redis = logging_every_command(&["--enable-debug-command", "local"]);
     let daemon = start_fast(&redis.url(), &[]);
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
     redis.cli(&["DEBUG", "POPULATE", "100000"]);
@@ -112,6 +112,14 @@ fn memory_full_with_a_volatile_policy_and_nothing_to_evict_warns() {
             "over maxmemory 1 MiB with volatile-lru and no key with an expiry to evict: writes fail with OOM"
         ),
         "{output}"
+    );
+    // While it warns, each round asks what can change, with the keyspace: its expiries judge.
+    let asked = sections_asked_in(&redis, 4);
+    let count = |section: &str| asked.iter().filter(|s| *s == section).count();
+    println!("4 rounds while memory warns asked {asked:?}");
+    assert!(
+        count("memory") >= 4 && count("keyspace") == count("memory"),
+        "{asked:?}"
     );
     // The same Redis under allkeys-lru evicts what it must: writes work, and so does the check.
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
@@ -166,10 +174,12 @@ fn a_master_demoted_under_the_url_fails_expect_role_master_and_writes() {
         demoted.elapsed()
     );
     assert_eq!(output, "READONLY You can't write against a read only replica.");
-    // With any role allowed, the role alters no verdict: it is read at the next full round.
-    wait_until(SEEN_IN_FULL_INFO, "the role read at a full round", || {
-        support::entry(plain.addr, "redis:role")["observedValue"] == "replica"
-    });
+    // With any role allowed, the role alters no verdict: it is read at the next round of what can change.
+    wait_until(
+        SEEN_IN_FULL_INFO,
+        "the role read at a round of what can change",
+        || support::entry(plain.addr, "redis:role")["observedValue"] == "replica",
+    );
     println!(
         "demoted: the default flags read the role after {:?} (bound {SEEN_IN_FULL_INFO:?})",
         demoted.elapsed()
@@ -582,12 +592,13 @@ fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, f64>
         .collect()
 }
 
-/// `INFO` calls per interval against a master with no role required: every fifth round the
-/// five sections the state checks read, one `INFO` each, and PING alone between.
-const INFO_CALLS: f64 = SECTIONS / EVERY_SECTION_ROUNDS;
-/// `INFO` calls of a full round: one per section.
-const SECTIONS: f64 = 5.0;
-/// A full round once in this many.
+/// `INFO` calls per interval against a master with no role required and no `maxmemory`: every
+/// fifth round the three sections that can change (replication, persistence, memory), one
+/// `INFO` each, and PING alone between.
+const INFO_CALLS: f64 = CHANGING_SECTIONS / EVERY_SECTION_ROUNDS;
+/// `INFO` calls of a round of what can change: one per section.
+const CHANGING_SECTIONS: f64 = 3.0;
+/// Such a round once in this many.
 const EVERY_SECTION_ROUNDS: f64 = 5.0;
 
 #[test]
@@ -663,6 +674,17 @@ fn info_sections_asked(redis: &RedisServer) -> Vec<String> {
         .collect()
 }
 
+/// The `INFO` sections the next `rounds` rounds asked `redis` (its slowlog logs every command).
+fn sections_asked_in(redis: &RedisServer, rounds: u64) -> Vec<String> {
+    redis.cli(&["SLOWLOG", "RESET"]);
+    let before = redis.ping_calls();
+    let limit = INTERVAL * (3 * rounds as u32 + 3);
+    wait_until(limit, &format!("{rounds} rounds"), || {
+        redis.ping_calls() - before >= rounds
+    });
+    info_sections_asked(redis)
+}
+
 /// A Redis that logs every command in its slowlog.
 fn logging_every_command(extra: &[&str]) -> RedisServer {
     let logging = ["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000"];
@@ -670,24 +692,22 @@ fn logging_every_command(extra: &[&str]) -> RedisServer {
 }
 
 /// The sections ten healthy rounds of `daemon` asked `redis`, counted: replication and memory
-/// (memory comes with the other sections of a full round).
+/// (memory comes with persistence in a round of what can change).
 fn ten_rounds(redis: &RedisServer, daemon: &support::Daemon) -> (usize, usize) {
     daemon.wait_for("/readyz", 200, Duration::from_secs(5));
-    redis.cli(&["SLOWLOG", "RESET"]);
-    let before = redis.ping_calls();
-    wait_until(INTERVAL * 30, "ten rounds", || redis.ping_calls() - before >= 10);
-    let asked = info_sections_asked(redis);
+    let asked = sections_asked_in(redis, 10);
     let count = |section: &str| asked.iter().filter(|s| *s == section).count();
     println!("10 healthy rounds asked {asked:?}");
-    for section in ["persistence", "keyspace", "server"] {
-        assert_eq!(count("memory"), count(section), "{asked:?}");
-    }
+    assert_eq!(count("memory"), count("persistence"), "{asked:?}");
+    // The server section is the process's own: asked on the connection's first round, before
+    // these ten. The keyspace judges nothing here (no maxmemory).
+    assert_eq!(count("server") + count("keyspace"), 0, "{asked:?}");
     (count("replication"), count("memory"))
 }
 
 /// The role and the replication link are asked every round where they judge: a required
 /// role (`--expect-role`) and a replica (its link and lag). A master that may have any role is
-/// PINGed alone between full rounds.
+/// PINGed alone between rounds of what can change.
 #[test]
 fn the_replication_section_is_asked_every_round_where_it_can_change_a_verdict() {
     let master = logging_every_command(&[]);
@@ -711,8 +731,8 @@ fn the_replication_section_is_asked_every_round_where_it_can_change_a_verdict() 
 
 /// The detection bounds the README states: role and replication link within one interval
 /// where they can change a verdict (above), memory and persistence (and the role of a master
-/// that may have any) within five (every fifth round asks every section), and a state that is
-/// not passing asked every round until it passes, so its recovery shows at the next round.
+/// that may have any) within five (every fifth round asks what can change), and a state that
+/// is not passing asked every round until it passes, so its recovery shows at the next round.
 #[test]
 fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_passing() {
     let redis = logging_every_command(&[]);
@@ -737,10 +757,7 @@ fn memory_and_persistence_are_read_every_fifth_round_and_every_round_while_not_p
     );
     println!("memory full: warn after {took:?} (bound {SEEN_IN_FULL_INFO:?})");
     assert!(full.elapsed() <= SEEN_IN_FULL_INFO);
-    redis.cli(&["SLOWLOG", "RESET"]);
-    let before = redis.ping_calls();
-    wait_until(INTERVAL * 15, "four rounds", || redis.ping_calls() - before >= 4);
-    let asked = info_sections_asked(&redis);
+    let asked = sections_asked_in(&redis, 4);
     let memory = asked.iter().filter(|s| *s == "memory").count();
     println!("4 rounds while memory warns asked {asked:?}");
     assert!(memory >= 4, "{asked:?}");

@@ -100,14 +100,14 @@ impl Connection {
             Err(e) => Err(self.failure(&e)),
         };
         let info = match (info, sections) {
-            // PING alone this round: the latest full reply is still the one to read (the
-            // schedule asks nothing only after a full reply on this connection).
+            // PING alone this round: the latest reply is still the one to read (the schedule
+            // asks nothing only after a reply with every section on this connection).
             (_, Some([])) => match self.info_schedule.unasked() {
                 Some(text) => InfoReply::Text(text),
                 None => InfoReply::NotAsked,
             },
             (Some(replies), Some(sections)) => {
-                let every_section = sections.len() > 1;
+                let every_section = sections == EVERY_SECTION;
                 let text = replies
                     .into_iter()
                     .collect::<Result<Vec<String>, Error>>()
@@ -135,7 +135,8 @@ impl Connection {
         self.info_schedule.watch_closely(on);
     }
 
-    /// Every section the state checks read, asked at once (the replication changed).
+    /// Every section the state checks read, asked at once (the replication changed, or the
+    /// keyspace now judges `redis:memory`).
     async fn every_section(&self) -> Result<String, String> {
         let client = self.client.with_options(&self.options);
         let asked = EVERY_SECTION
@@ -152,8 +153,8 @@ impl Connection {
     }
 
     /// Reads an `INFO` reply: a `NOPERM` stops INFO until the next connection; a reply with
-    /// the replication section alone is read with the latest full one, or every section is
-    /// asked at once when the replication changed.
+    /// some of the sections is read with the others of the latest one, or every section is
+    /// asked at once when the replication changed (see [`crate::info_schedule::InfoSchedule::merge`]).
     async fn info_reply(&mut self, reply: Result<String, String>, every_section: bool) -> InfoReply {
         let reply = match reply {
             Ok(text) if !every_section => match self.info_schedule.merge(&text) {
