@@ -87,7 +87,7 @@ impl Plan {
 pub struct Commands {
     /// `CLUSTER INFO` (cluster nodes).
     pub cluster_info: bool,
-    /// `INFO server replication persistence memory keyspace`.
+    /// `INFO`: the sections the state checks read, as the schedule picks them (`info_schedule`).
     pub info: bool,
     /// A role is required (`--expect-role`, Sentinel, a cluster): `INFO replication` every
     /// round, whatever the server's role.

@@ -3,11 +3,12 @@
 //! - the first round on a connection asks every section the state checks read
 //!   ([`EVERY_SECTION`]), and so does a round whose replication changed (a failover changes
 //!   more than the role);
-//! - every [`EVERY_SECTION_ROUNDS`]th round asks the sections that can change while the
+//! - every [`CHANGING_ROUNDS`]th round asks the sections that can change while the
 //!   connection lasts ([`CHANGING`]: replication, persistence, memory; memory and persistence
 //!   are seen within that many intervals), with the keyspace only where its expiries can judge
-//!   `redis:memory` (a `volatile-*` policy under a `maxmemory`). The server section (version,
-//!   mode, `run_id`) is the process's own, and a new process is a new connection;
+//!   `redis:memory` (a `volatile-*` policy under a `maxmemory`; a round that first sees one
+//!   asks every section at once). The server section (version, mode, `run_id`) is the
+//!   process's own, and a new process is a new connection;
 //! - a round while a state check is not passing asks what can change, so its recovery shows
 //!   at the next round;
 //! - between, `INFO replication` (role, link, lag: seen within one interval) where it can
@@ -34,7 +35,7 @@ pub const EACH_ROUND: [&str; 1] = ["replication"];
 
 /// What can change is asked at least once in this many rounds: memory and persistence
 /// problems (and the role of a master that may have any) are seen within this many intervals.
-pub const EVERY_SECTION_ROUNDS: u32 = 5;
+pub const CHANGING_ROUNDS: u32 = 5;
 
 /// What one connection has asked since it was made.
 #[derive(Debug, Default)]
@@ -103,7 +104,7 @@ impl InfoSchedule {
         let Some(latest) = &self.latest else {
             return &EVERY_SECTION;
         };
-        if self.closely || latest.rounds + 1 >= EVERY_SECTION_ROUNDS {
+        if self.closely || latest.rounds + 1 >= CHANGING_ROUNDS {
             if latest.keyspace_judges {
                 &CHANGING_WITH_KEYSPACE
             } else {

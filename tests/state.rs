@@ -595,11 +595,11 @@ fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, f64>
 /// `INFO` calls per interval against a master with no role required and no `maxmemory`: every
 /// fifth round the three sections that can change (replication, persistence, memory), one
 /// `INFO` each, and PING alone between.
-const INFO_CALLS: f64 = CHANGING_SECTIONS / EVERY_SECTION_ROUNDS;
+const INFO_CALLS: f64 = CHANGING_SECTIONS / CHANGING_ROUNDS;
 /// `INFO` calls of a round of what can change: one per section.
 const CHANGING_SECTIONS: f64 = 3.0;
 /// Such a round once in this many.
-const EVERY_SECTION_ROUNDS: f64 = 5.0;
+const CHANGING_ROUNDS: f64 = 5.0;
 
 #[test]
 fn each_interval_costs_ping_and_info_plus_one_command_per_opt_in() {

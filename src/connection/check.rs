@@ -130,7 +130,8 @@ impl Connection {
         }
     }
 
-    /// Asks every section while `on` (a state check of the latest round did not pass).
+    /// Asks the sections that can change every round while `on` (a state check of the latest
+    /// round did not pass).
     pub fn watch_closely(&mut self, on: bool) {
         self.info_schedule.watch_closely(on);
     }
