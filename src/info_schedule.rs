@@ -62,15 +62,17 @@ struct Latest {
 }
 
 impl Latest {
+    /// Reads the two sections the schedule itself needs (the check reads the whole text).
     fn new(text: String) -> Self {
-        let info = Info::parse(&text);
-        let volatile = info
+        let role = Info::parse(section(&text, "Replication")).role;
+        let memory = Info::parse(section(&text, "Memory"));
+        let volatile = memory
             .maxmemory_policy
             .as_deref()
             .is_some_and(|p| p.starts_with("volatile-"));
         Self {
-            master: info.role == Some(Role::Master),
-            keyspace_judges: volatile && info.maxmemory.unwrap_or(0) > 0,
+            master: role == Some(Role::Master),
+            keyspace_judges: volatile && memory.maxmemory.unwrap_or(0) > 0,
             text,
             rounds: 0,
         }
@@ -145,21 +147,27 @@ impl InfoSchedule {
         if !same {
             return Merged::AskAll;
         }
+        // The sections a partial round may ask, each found once in the reply (headers match
+        // whatever their case).
+        let asked: Vec<(&str, &str)> = CHANGING_WITH_KEYSPACE
+            .into_iter()
+            .filter_map(|name| section_bounds(reply, name).map(|(start, end)| (name, &reply[start..end])))
+            .collect();
+        let has = |name: &str| asked.iter().any(|(asked, _)| *asked == name);
         let mut text = latest.text.clone();
-        for name in ["Replication", "Persistence", "Memory", "Keyspace"] {
-            if section_bounds(reply, name).is_some() {
-                text = replace_section(&text, name, section(reply, name));
-            }
+        for (name, part) in &asked {
+            text = replace_section(&text, name, part);
         }
-        if section_bounds(reply, "Memory").is_none() {
+        if !has("memory") {
             latest.rounds += 1;
             latest.text = text.clone();
             return Merged::Text(text);
         }
-        let next = Latest::new(text.clone());
-        if next.keyspace_judges && section_bounds(reply, "Keyspace").is_none() {
+        let next = Latest::new(text);
+        if next.keyspace_judges && !has("keyspace") {
             return Merged::AskAll;
         }
+        let text = next.text.clone();
         *latest = next;
         Merged::Text(text)
     }
