@@ -16,9 +16,9 @@ ARG SOURCE_DATE_EPOCH=0
 ENV SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} \
     CARGO_INCREMENTAL=0
 
-# Dependencies first: this layer is rebuilt only when Cargo.toml, Cargo.lock or the build
-# script change.
-COPY Cargo.toml Cargo.lock ./
+# Dependencies first: this layer is rebuilt only when Cargo.toml, Cargo.lock, build.rs (the
+# linker flags) or the build script change.
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY scripts/build-static ./scripts/
 RUN mkdir -p src examples \
     && echo 'fn main() {}' > src/main.rs \
