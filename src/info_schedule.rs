@@ -136,9 +136,21 @@ impl InfoSchedule {
         let Some(latest) = &mut self.latest else {
             return Merged::AskAll;
         };
+        // The sections a partial round may ask, each found once in the reply (headers match
+        // whatever their case).
+        let asked: Vec<(&str, &str)> = CHANGING_WITH_KEYSPACE
+            .into_iter()
+            .filter_map(|name| section_bounds(reply, name).map(|(start, end)| (name, &reply[start..end])))
+            .collect();
+        let part = |name: &str| {
+            asked
+                .iter()
+                .find(|(asked, _)| *asked == name)
+                .map(|(_, part)| *part)
+        };
         let (before, after) = (
             Info::parse(section(&latest.text, "Replication")),
-            Info::parse(section(reply, "Replication")),
+            Info::parse(part("replication").unwrap_or_default()),
         );
         let same = before.role == after.role
             && before.master == after.master
@@ -147,24 +159,17 @@ impl InfoSchedule {
         if !same {
             return Merged::AskAll;
         }
-        // The sections a partial round may ask, each found once in the reply (headers match
-        // whatever their case).
-        let asked: Vec<(&str, &str)> = CHANGING_WITH_KEYSPACE
-            .into_iter()
-            .filter_map(|name| section_bounds(reply, name).map(|(start, end)| (name, &reply[start..end])))
-            .collect();
-        let has = |name: &str| asked.iter().any(|(asked, _)| *asked == name);
         let mut text = latest.text.clone();
-        for (name, part) in &asked {
-            text = replace_section(&text, name, part);
+        for (name, new) in &asked {
+            text = replace_section(&text, name, new);
         }
-        if !has("memory") {
+        if part("memory").is_none() {
             latest.rounds += 1;
             latest.text = text.clone();
             return Merged::Text(text);
         }
         let next = Latest::new(text);
-        if next.keyspace_judges && !has("keyspace") {
+        if next.keyspace_judges && part("keyspace").is_none() {
             return Merged::AskAll;
         }
         let text = next.text.clone();
