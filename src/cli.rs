@@ -216,7 +216,7 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_HEALTHD_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Time between two PINGs.
-    #[arg(long, env = "REDIS_HEALTHD_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "REDIS_HEALTHD_INTERVAL", default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
     pub interval: Duration,
     /// Budget of one PING, connecting included; at most --interval.
     #[arg(long, env = "REDIS_HEALTHD_TIMEOUT", default_value = "500ms", value_name = "DURATION", value_parser = parse_duration)]

@@ -271,9 +271,10 @@ impl Config {
         })
     }
 
-    /// The shortest reconnect delay and gap between event-triggered checks: interval / 10, 50 ms–1 s.
+    /// The shortest reconnect delay and gap between event-triggered checks: interval / 10,
+    /// 50–100 ms, so a crash right after a check is still seen within 100 ms at any interval.
     pub fn reconnect_delay(&self) -> Duration {
-        (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_millis(100))
     }
 
     /// The gap between reconnect attempts, interval + 1.5 s: a fleet that lost one Redis at
@@ -651,9 +652,9 @@ mod tests {
     #[test]
     fn defaults() {
         let config = parse(&[]).unwrap();
-        assert_eq!(config.interval, Duration::from_secs(1));
+        assert_eq!(config.interval, Duration::from_secs(2));
         assert_eq!(config.timeout, Duration::from_millis(500));
-        assert_eq!(config.max_age, Duration::from_secs(3));
+        assert_eq!(config.max_age, Duration::from_secs(6));
         assert_eq!(config.listen, "[::]:8558".parse().unwrap());
         assert_eq!(config.targets[0].redis.redacted(), "redis://127.0.0.1:6379");
         assert_eq!(config.reconnect_delay(), Duration::from_millis(100));

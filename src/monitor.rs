@@ -587,7 +587,7 @@ mod tests {
             .clone()
             .unwrap_or_default();
         assert!(
-            output.starts_with("stale: no check of this target completed within max-age 3s"),
+            output.starts_with("stale: no check of this target completed within max-age 6s"),
             "{output}"
         );
     }

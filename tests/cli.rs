@@ -16,7 +16,7 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--interval", "0s"], "--interval"),
         (&["--interval", "soon"], "--interval"),
         (&["--timeout", "5"], "--timeout"),
-        (&["--timeout", "2s"], "--timeout"),
+        (&["--timeout", "3s"], "--timeout"),
         (&["--max-age", "0ms"], "--max-age"),
         (&["--max-replication-lag", "soon"], "--max-replication-lag"),
         (
@@ -71,7 +71,7 @@ fn env_twins_are_validated_like_flags() {
     let (code, _, stderr) = run_binary(&[], &[("REDIS_HEALTHD_TIMEOUT", "3s")]);
     assert_eq!(code, Some(2));
     assert!(
-        stderr.contains("REDIS_HEALTHD_TIMEOUT (3s) must not be greater than --interval (1s)"),
+        stderr.contains("REDIS_HEALTHD_TIMEOUT (3s) must not be greater than --interval (2s)"),
         "{stderr}"
     );
     let (code, _, stderr) = run_binary(&[], &[("REDIS_PASSWORD_FILE", "/nonexistent/password")]);
