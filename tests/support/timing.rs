@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 /// The check timing most tests run the daemon with, and the bounds it implies (README,
 /// Reliability): detect ≤ interval + timeout (memory and persistence: 5 intervals +
-/// timeout), recover ≤ the reconnect window (interval + 1.5 s) + reconnect delay.
+/// timeout), recover ≤ the reconnect window (interval up to 1 s, + 1.5 s) + reconnect delay.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 pub const TIMEOUT: Duration = Duration::from_millis(200);
-/// The longest wait between reconnect attempts: the interval and 1.5 s more.
+/// The longest wait between reconnect attempts: the interval (under 1 s here) and 1.5 s more.
 pub const RECONNECT_WINDOW: Duration = Duration::from_millis(500 + 1500);
 /// Recovery past the last reconnect wait: the connection, the check it triggers, and the
 /// round trips of both.
