@@ -125,7 +125,11 @@ pub async fn run(
     let min_gap = config.reconnect_delay();
     let mut status: Option<Status> = None;
     let mut due = tokio::time::Instant::now();
+    // The earliest moment for a check brought forward by a connection event, and whether the
+    // next check is one: only such checks wait for each other, so a crash just after an
+    // interval's check is still seen at once.
     let mut earliest_extra = due;
+    let mut extra = false;
     let mut events_open = true;
 
     loop {
@@ -148,7 +152,11 @@ pub async fn run(
                             // The reconnection's handshake then uses files as they are now.
                             target.redis.reload_tls_in_background();
                         }
-                        due = due.min(earliest_extra.max(tokio::time::Instant::now()));
+                        let at = earliest_extra.max(tokio::time::Instant::now());
+                        if at < due {
+                            due = at;
+                            extra = true;
+                        }
                     }
                     Event::StillDown | Event::Retrying => {}
                     Event::Closed => {
@@ -184,7 +192,9 @@ pub async fn run(
             break;
         }
         due = check_started + config.interval;
-        earliest_extra = tokio::time::Instant::now() + min_gap;
+        if std::mem::take(&mut extra) {
+            earliest_extra = tokio::time::Instant::now() + min_gap;
+        }
     }
     servers
 }

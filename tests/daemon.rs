@@ -338,3 +338,32 @@ fn every_answer_is_nosniff_and_the_page_has_a_strict_policy() {
     );
     assert!(daemon.get("/health").header("content-security-policy").is_none());
 }
+
+/// At the default flags (a 2 s interval) a crash shows from the socket event, not at the next
+/// check, and not a reconnect delay (100 ms) after the check before it either: each kill lands
+/// just after an interval's check.
+#[test]
+fn a_crash_just_after_a_check_shows_within_100_ms_at_the_default_interval() {
+    let mut redis = RedisServer::start();
+    let daemon = support::Daemon::start(&["--redis-url", &redis.url()]);
+    daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    let last_check = || support::entry(daemon.addr, "redis:responseTime")["time"].clone();
+    let mut fastest = Duration::MAX;
+    for round in 1..=3 {
+        let before = last_check();
+        wait_until(Duration::from_secs(5), "the next check", || {
+            last_check() != before
+        });
+        redis.kill();
+        let killed = Instant::now();
+        daemon.wait_for("/readyz", 503, Duration::from_secs(3));
+        let seen = killed.elapsed();
+        println!("crash {round}, just after a check: not ready after {seen:?}");
+        assert!(seen <= Duration::from_millis(100) + SLACK, "{seen:?}");
+        fastest = fastest.min(seen);
+        redis.restart();
+        daemon.wait_for("/readyz", 200, Duration::from_secs(5));
+    }
+    // Waiting a reconnect delay after the check before would put every kill at 85 ms or more.
+    assert!(fastest < Duration::from_millis(70), "{fastest:?}");
+}
