@@ -272,7 +272,7 @@ impl Config {
     }
 
     /// The shortest reconnect delay and gap between event-triggered checks: interval / 10,
-    /// 50–100 ms, so a crash right after a check is still seen within 100 ms at any interval.
+    /// 50–100 ms, so that a long interval does not hold back a reconnection or its check.
     pub fn reconnect_delay(&self) -> Duration {
         (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_millis(100))
     }
