@@ -270,20 +270,6 @@ impl Config {
             tls_metrics,
         })
     }
-
-    /// The shortest reconnect delay and gap between event-triggered checks: interval / 10,
-    /// 50–100 ms, so that a long interval does not hold back a reconnection or its check.
-    pub fn reconnect_delay(&self) -> Duration {
-        (self.interval / 10).clamp(Duration::from_millis(50), Duration::from_millis(100))
-    }
-
-    /// The gap between reconnect attempts: the interval up to 1 s, and 1.5 s more (2.5 s at
-    /// the default interval). A fleet that lost one Redis at once comes back spread evenly over
-    /// it (see `connection::attempts`). A longer interval asks Redis less often while it is up;
-    /// it does not slow down the recovery, which costs a running Redis nothing.
-    pub fn reconnect_window(&self) -> Duration {
-        self.interval.min(Duration::from_secs(1)) + Duration::from_millis(1500)
-    }
 }
 
 impl fmt::Debug for Config {
@@ -605,6 +591,7 @@ fn file_spec(
 mod tests {
     use super::*;
     use crate::cli::Cli;
+    use crate::connection::{reconnect_delay, reconnect_window};
     use fred::prelude::{Server, ServerConfig};
 
     fn parse(args: &[&str]) -> Result<Config, String> {
@@ -659,21 +646,9 @@ mod tests {
         assert_eq!(config.max_age, Duration::from_secs(6));
         assert_eq!(config.listen, "[::]:8558".parse().unwrap());
         assert_eq!(config.targets[0].redis.redacted(), "redis://127.0.0.1:6379");
-        assert_eq!(config.reconnect_delay(), Duration::from_millis(100));
-        assert_eq!(config.reconnect_window(), Duration::from_millis(2500));
-    }
-
-    #[test]
-    fn recovery_does_not_slow_down_with_a_longer_interval() {
-        let window = |interval: &str| {
-            let config = parse(&["--interval", interval, "--timeout", "100ms"]).unwrap();
-            (config.reconnect_delay(), config.reconnect_window())
-        };
-        let ms = Duration::from_millis;
-        assert_eq!(window("200ms"), (ms(50), ms(1700)));
-        assert_eq!(window("500ms"), (ms(50), ms(2000)));
-        assert_eq!(window("1s"), (ms(100), ms(2500)));
-        assert_eq!(window("30s"), (ms(100), ms(2500)));
+        let interval = config.interval;
+        assert_eq!(reconnect_delay(interval), Duration::from_millis(100));
+        assert_eq!(reconnect_window(interval), Duration::from_millis(2500));
     }
 
     #[test]

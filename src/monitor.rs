@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::checks::{answered, evaluate, ClusterReady};
 use crate::cluster::Cluster;
 use crate::config::{Config, Target};
-use crate::connection::{Connection, Event};
+use crate::connection::{reconnect_delay, Connection, Event};
 use crate::health::{Component, Failure, NamedCheck, Outcome, Report, Status, Tracker, Verdict};
 use crate::metrics::Metrics;
 use crate::names::DEFAULT_TARGET;
@@ -122,7 +122,7 @@ pub async fn run(
     let target = &config.targets[index];
     let mut trackers: Trackers = BTreeMap::new();
     let mut seen = Seen::new();
-    let min_gap = config.reconnect_delay();
+    let min_gap = reconnect_delay(config.interval);
     let mut status: Option<Status> = None;
     let mut due = tokio::time::Instant::now();
     // The earliest moment for a check brought forward by a connection event, and whether the

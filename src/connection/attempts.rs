@@ -14,6 +14,20 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The shortest wait from a lost connection to its first reconnect attempt, and between two
+/// checks brought forward by connection events: interval / 10, 50–100 ms, so that a long
+/// interval does not hold back a reconnection or its check.
+pub fn reconnect_delay(interval: Duration) -> Duration {
+    (interval / 10).clamp(Duration::from_millis(50), Duration::from_millis(100))
+}
+
+/// The gap between reconnect attempts: the interval up to 1 s, and 1.5 s more (2.5 s at the
+/// default interval). A longer interval asks Redis less often while it is up; it does not slow
+/// down the recovery, which costs a running Redis nothing.
+pub fn reconnect_window(interval: Duration) -> Duration {
+    interval.min(Duration::from_secs(1)) + Duration::from_millis(1500)
+}
+
 /// One connection's reconnect attempts: where the wall clock is at `slot` of a `period`, at
 /// least `gap` apart.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +107,16 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recovery_does_not_slow_down_with_a_longer_interval() {
+        let ms = Duration::from_millis;
+        let timing = |interval| (reconnect_delay(interval), reconnect_window(interval));
+        assert_eq!(timing(ms(200)), (ms(50), ms(1700)));
+        assert_eq!(timing(ms(500)), (ms(50), ms(2000)));
+        assert_eq!(timing(ms(1000)), (ms(100), ms(2500)));
+        assert_eq!(timing(ms(30_000)), (ms(100), ms(2500)));
+    }
 
     const WINDOW: Duration = Duration::from_millis(2500);
 

@@ -23,6 +23,7 @@ mod attempts;
 mod check;
 
 use attempts::AttemptClock;
+pub use attempts::{reconnect_delay, reconnect_window};
 
 /// A connection event from the client.
 pub enum Event {
@@ -108,8 +109,8 @@ impl Connection {
         let recipe = Recipe {
             client_config,
             timeout: config.timeout,
-            window: config.reconnect_window(),
-            delay: config.reconnect_delay(),
+            window: reconnect_window(config.interval),
+            delay: reconnect_delay(config.interval),
         };
         Self::open(recipe, connection_errors)
     }
